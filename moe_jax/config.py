@@ -1,0 +1,113 @@
+"""`MoEConfig`: the one model config of the layer, frozen and validated."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+ROUTERS = ("gpt_oss", "softmax_topk")
+ACTIVATIONS = ("gpt_oss_glu", "swiglu")
+IMPLEMENTATIONS = ("xla", "pallas")
+_PRECISIONS = {
+    None: None,
+    "default": jax.lax.Precision.DEFAULT,
+    "high": jax.lax.Precision.HIGH,
+    "highest": jax.lax.Precision.HIGHEST,
+}
+
+
+def check_choice(name: str, value: Any, valid: tuple) -> None:
+  """Raises a ValueError naming `name` unless `value` is one of `valid`."""
+  if value not in valid:
+    raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+
+
+def check_implementation(implementation: str | None) -> None:
+  check_choice("implementation", implementation, (None,) + IMPLEMENTATIONS)
+
+
+def capacity_for(capacity_factor: float, num_tokens: int, top_k: int, num_experts: int) -> int:
+  """Static per-expert capacity C = ceil(capacity_factor * T * K / E), at least 1."""
+  if capacity_factor <= 0:
+    raise ValueError(f"capacity_factor must be > 0, got {capacity_factor}")
+  return max(1, math.ceil(capacity_factor * num_tokens * top_k / num_experts))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MoEConfig:
+  """Configuration of a GPT-OSS-style (or Mixtral-style) MoE layer.
+
+  Attributes:
+    num_experts: E.
+    top_k: K, experts per token, in [1, E].
+    hidden_size: H, the model dimension.
+    intermediate_size: I, each expert's GLU width (gate_up has 2I columns).
+    capacity_factor: C = ceil(capacity_factor * T * K / E) slots per expert; slots
+      beyond C are dropped (the earliest token-slots win). None means dropless.
+    router: "gpt_oss" (top-k over logits, softmax over the k values) or
+      "softmax_topk" (softmax over E, then top-k, renormalised if normalize_topk).
+    normalize_topk: renormalise the top-k probabilities to sum 1 ("softmax_topk" only).
+    activation: "gpt_oss_glu" (clamped, alpha, +1 on up) or "swiglu" (silu(gate)*up).
+    swiglu_alpha: the GPT-OSS GLU's sigmoid scale.
+    swiglu_limit: the GPT-OSS GLU's clamp limit.
+    dtype: computation dtype of activations and matmul operands.
+    param_dtype: dtype of freshly initialised parameters.
+    implementation: "xla", "pallas" or None (pallas on GPU, xla elsewhere) for the
+      gather/scatter ops.
+    precision: matmul precision: None, "default", "high" or "highest". fp32 parity
+      runs use "highest" (JAX's default fp32 matmul on GPU may use TF32).
+  """
+  num_experts: int
+  top_k: int
+  hidden_size: int
+  intermediate_size: int
+  capacity_factor: float | None = 1.25
+  router: str = "gpt_oss"
+  normalize_topk: bool = True
+  activation: str = "gpt_oss_glu"
+  swiglu_alpha: float = 1.702
+  swiglu_limit: float = 7.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  implementation: str | None = None
+  precision: str | None = None
+
+  def __post_init__(self):
+    for name in ("num_experts", "top_k", "hidden_size", "intermediate_size"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+      if name != "top_k" and value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    if not 1 <= self.top_k <= self.num_experts:
+      raise ValueError(
+          f"top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}")
+    if self.capacity_factor is not None:
+      if isinstance(self.capacity_factor, bool) or not isinstance(self.capacity_factor, (int, float)):
+        raise ValueError(f"capacity_factor must be a float or None, got {self.capacity_factor!r}")
+      if not self.capacity_factor > 0:
+        raise ValueError(f"capacity_factor must be > 0 (or None for dropless), got {self.capacity_factor}")
+    check_choice("router", self.router, ROUTERS)
+    check_choice("activation", self.activation, ACTIVATIONS)
+    check_implementation(self.implementation)
+    check_choice("precision", self.precision, tuple(_PRECISIONS))
+    if not self.swiglu_limit > 0:
+      raise ValueError(f"swiglu_limit must be > 0, got {self.swiglu_limit}")
+    for name in ("dtype", "param_dtype"):
+      dt = jnp.dtype(getattr(self, name))
+      if not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"{name} must be a floating dtype, got {dt}")
+      object.__setattr__(self, name, dt)
+
+  @property
+  def lax_precision(self) -> jax.lax.Precision | None:
+    return _PRECISIONS[self.precision]
+
+  def capacity(self, num_tokens: int) -> int | None:
+    """The static capacity C for T = num_tokens, or None in dropless mode."""
+    if self.capacity_factor is None:
+      return None
+    return capacity_for(self.capacity_factor, num_tokens, self.top_k, self.num_experts)

@@ -1,0 +1,110 @@
+"""`moe_forward`: the functional MoE layer (route -> dispatch -> experts -> combine)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from moe_jax import binned, experts, routing
+from moe_jax.config import MoEConfig
+from moe_jax.dispatch import make_dispatch
+
+
+class MoEParams(NamedTuple):
+  """The six tensors of the GPT-OSS layout (transformers names in comments)."""
+  router_weight: jax.Array  # router.weight [E, H]
+  router_bias: jax.Array  # router.bias [E]
+  gate_up_proj: jax.Array  # experts.gate_up_proj [E, H, 2I], gate even / up odd columns
+  gate_up_proj_bias: jax.Array  # experts.gate_up_proj_bias [E, 2I]
+  down_proj: jax.Array  # experts.down_proj [E, I, H]
+  down_proj_bias: jax.Array  # experts.down_proj_bias [E, H]
+
+
+def param_shapes(config: MoEConfig) -> MoEParams:
+  """The expected shape of every parameter."""
+  e, h, i = config.num_experts, config.hidden_size, config.intermediate_size
+  return MoEParams((e, h), (e,), (e, h, 2 * i), (e, 2 * i), (e, i, h), (e, h))
+
+
+def check_params(params: MoEParams, config: MoEConfig) -> None:
+  """Raises one ValueError naming every parameter whose shape or dtype is wrong."""
+  problems = []
+  for name, want, got in zip(MoEParams._fields, param_shapes(config), params):
+    shape = tuple(getattr(got, "shape", ()))
+    if shape != want:
+      problems.append(f"{name} must have shape {want}, got {shape}")
+    elif not jnp.issubdtype(got.dtype, jnp.floating):
+      problems.append(f"{name} must be floating, got {got.dtype}")
+  if problems:
+    raise ValueError("bad MoE parameters for " + _describe(config) + ":\n  " + "\n  ".join(problems))
+
+
+def _describe(config: MoEConfig) -> str:
+  return (f"E={config.num_experts} H={config.hidden_size} I={config.intermediate_size} "
+          f"K={config.top_k}")
+
+
+def check_input(x: jax.Array, config: MoEConfig) -> None:
+  """Validates x's rank, last dimension and dtype (static checks only)."""
+  if x.ndim < 1:
+    raise ValueError(f"x must have rank >= 1 with last dimension H={config.hidden_size}, got a scalar")
+  if x.shape[-1] != config.hidden_size:
+    raise ValueError(
+        f"x must have last dimension H={config.hidden_size} (config.hidden_size), got shape {x.shape}")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"x must have a floating dtype (computed in {config.dtype}), got {x.dtype}")
+
+
+def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax.Array, dict]:
+  """Applies the MoE layer.
+
+  Args:
+    params: MoEParams in the GPT-OSS layout.
+    x: [..., H] tokens, any leading dims; computed in config.dtype.
+    config: the layer config.
+
+  Returns:
+    y with x's leading dims and config.dtype, and an aux dict:
+      router_logits [T, E] f32, expert_indices [T, K] int32, expert_weights [T, K] f32,
+      tokens_per_expert [E] int32, drop_fraction (), load_balancing_loss (),
+      router_z_loss ().
+
+  Example:
+    >>> cfg = MoEConfig(num_experts=8, top_k=2, hidden_size=64, intermediate_size=32)
+    >>> y, aux = moe_forward(params, x, cfg)  # x: [B, S, 64]
+  """
+  check_input(x, config)
+  check_params(params, config)
+  lead = x.shape[:-1]
+  x2 = x.reshape(-1, config.hidden_size).astype(config.dtype)  # [T, H]
+  num_tokens = x2.shape[0]
+  precision = config.lax_precision
+  impl = config.implementation
+
+  logits, indices, weights = routing.route(
+      x2, params.router_weight, params.router_bias, top_k=config.top_k, kind=config.router,
+      normalize_topk=config.normalize_topk, precision=precision)
+  meta = make_dispatch(indices, config.num_experts, config.capacity(num_tokens))
+  rows = binned.binned_gather(x2, meta, implementation=impl)  # [E, C, H] or [M, H]
+  mlp_kwargs = dict(activation=config.activation, alpha=config.swiglu_alpha,
+                    limit=config.swiglu_limit, precision=precision)
+  expert_weights = (params.gate_up_proj, params.gate_up_proj_bias, params.down_proj,
+                    params.down_proj_bias)
+  if meta.capacity is None:
+    out = experts.dropless_experts(rows, meta.sorted_experts, meta.tokens_per_expert,
+                                   *expert_weights, **mlp_kwargs)  # [M, H]
+  else:
+    out = experts.binned_experts(rows, *expert_weights, **mlp_kwargs)  # [E, C, H]
+  y = binned.binned_scatter(out, meta, weights, implementation=impl)  # [T, H]
+
+  aux = dict(
+      router_logits=logits,
+      expert_indices=indices,
+      expert_weights=weights,
+      tokens_per_expert=meta.tokens_per_expert,
+      drop_fraction=meta.drop_fraction,
+      load_balancing_loss=routing.load_balancing_loss(logits, meta.tokens_per_expert, config.top_k),
+      router_z_loss=routing.router_z_loss(logits),
+  )
+  return y.reshape(*lead, config.hidden_size), aux

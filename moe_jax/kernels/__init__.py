@@ -1,0 +1,61 @@
+"""Row primitives of the MoE layer, each with an "xla" and a "pallas" implementation.
+
+- `gather_rows(src [N,H], index [R], scale [R] | None) -> [R,H]`: dispatch.
+- `combine_rows(src [N,H], index [T,K], weight [T,K] | None) -> [T,H]`: weighted
+  gather-reduce back to tokens, summed over k in order, in float32.
+- `slot_dots(src [N,H], index [T,K], g [T,H]) -> [T,K]`: per-slot dot products, the
+  routing-weight gradient of `combine_rows`.
+
+An index < 0 marks an empty slot (reads nothing, contributes exactly 0).
+
+Notes for the docs
+------------------
+Backend. The Pallas kernels are lowered through Pallas's Triton backend
+(`pallas_call` with Triton `CompilerParams`). jax 0.11 marks that backend deprecated
+in favour of Mosaic GPU, but Mosaic GPU kernels are written against a different API
+(`plgpu.kernel`, warpgroup semantics) and have no `interpret=True` twin on CPU, so
+CI could not run the very kernel the GPU compiles. Triton stays available through
+jax 0.12, and the row kernels need nothing Triton lacks. Since jax 0.10 the default
+GPU lowering of `pallas_call` is Mosaic GPU, so every call passes Triton compiler
+params explicitly; all version-dependent imports sit in `moe_jax/_compat.py`.
+
+Tiling. Each program owns one [block_rows, block_h] tile of the output (rows are R
+for the gather, T for combine and slot_dots) and receives the whole source column
+tile `src[:, j*BH:(j+1)*BH]` through a `BlockSpec((N, BH))`; it indexes that ref with
+its int32 row vector, which Triton turns into one pointer tensor (a vectorised
+gather). Block sizes are powers of two because Triton loads and stores must be;
+defaults come from `default_config` (BH = 128 or 256, whichever masks fewer lanes of
+H, or next_pow2(H) below 128; BR*BH ~ 8K elements for the gather, 4K for combine and
+slot_dots, whose f32 accumulator shares the registers; 4 warps, 1 stage).
+
+Masking, not padding. Triton does not mask partial blocks, so the kernels mask by
+hand and nothing is copied to pad: loads of the index/weight tail (rows >= R or T)
+read -1/0, loads of columns >= H read 0, stores are masked to the in-bounds part of
+the tile, and each mask is emitted only when the extent is not a multiple of the
+block. Empty slots (index < 0) are clamped to row 0 and masked off, and indices >= N
+are clamped to N-1, so no computed address ever leaves the source. Empty slots are
+zeroed after any multiplication, so a NaN/inf weight, scale or g never leaks into
+them. `slot_dots` splits the H reduction over column tiles into partials
+[H/BH, T, next_pow2(K)] that XLA sums in a fixed order. No kernel uses atomics, so
+results are deterministic, and in interpret mode duplicates behave as on the GPU.
+"""
+from moe_jax.kernels.api import (
+    IMPLEMENTATIONS,
+    Implementation,
+    combine_rows,
+    gather_rows,
+    resolve_implementation,
+    slot_dots,
+)
+from moe_jax.kernels.block_config import BlockConfig, default_config
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "BlockConfig",
+    "Implementation",
+    "combine_rows",
+    "default_config",
+    "gather_rows",
+    "resolve_implementation",
+    "slot_dots",
+]

@@ -1,0 +1,90 @@
+"""`BlockConfig`: the tile sizes and launch parameters of the row kernels."""
+from __future__ import annotations
+
+import dataclasses
+
+# Largest tensor Triton materialises (its `TRITON_MAX_TENSOR_NUMEL`).
+_MAX_TILE_ELEMENTS = 1 << 20
+# Candidate column tiles for H > 128; the one that wastes fewest masked lanes wins.
+_BLOCK_H_CHOICES = (256, 128)
+# Gather moves data only: 8K elements per tile read at HBM speed on an H100 with 4 warps.
+GATHER_TILE_ELEMENTS = 8192
+# Combine and slot_dots hold an f32 accumulator or g tile beside the loaded rows.
+REDUCE_TILE_ELEMENTS = 4096
+
+
+def _is_power_of_two(n: int) -> bool:
+  return n >= 1 and (n & (n - 1)) == 0
+
+
+def next_power_of_two(n: int) -> int:
+  """Smallest power of two >= max(n, 1)."""
+  return 1 << max(n - 1, 0).bit_length()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BlockConfig:
+  """Tile of one program of a row kernel, and its Triton launch parameters.
+
+  Each program owns a `[block_rows, block_h]` tile of the output: rows are output
+  rows (R for `gather_rows`, T for `combine_rows` and `slot_dots`), columns a slice of
+  H. Loads and stores in Triton must move a power-of-two number of elements, so both
+  sizes are powers of two; tails of R, T and H are masked, never padded.
+
+  Attributes:
+    block_rows: output rows per program, a power of two.
+    block_h: columns of H per program, a power of two.
+    num_warps: Triton warps per program, a power of two in [1, 32].
+    num_stages: Triton software-pipelining stages, >= 1 (the kernels have no loop
+      to pipeline, so 1 spends no shared memory).
+  """
+
+  block_rows: int
+  block_h: int
+  num_warps: int = 4
+  num_stages: int = 1
+
+  def __post_init__(self):
+    for name in ("block_rows", "block_h"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or not _is_power_of_two(value):
+        raise ValueError(f"BlockConfig.{name} must be a power of two >= 1, got {value!r}")
+    if self.block_rows * self.block_h > _MAX_TILE_ELEMENTS:
+      raise ValueError(
+          f"BlockConfig.block_rows * block_h must be <= {_MAX_TILE_ELEMENTS} elements"
+          f" (Triton's largest tensor), got {self.block_rows} * {self.block_h}"
+      )
+    if not isinstance(self.num_warps, int) or not (
+        _is_power_of_two(self.num_warps) and self.num_warps <= 32
+    ):
+      raise ValueError(
+          f"BlockConfig.num_warps must be a power of two in [1, 32], got {self.num_warps!r}"
+      )
+    if not isinstance(self.num_stages, int) or self.num_stages < 1:
+      raise ValueError(f"BlockConfig.num_stages must be an int >= 1, got {self.num_stages!r}")
+
+
+def default_block_h(h: int) -> int:
+  """Column tile for H: next_pow2(H) up to 128, else 256 or 128, whichever masks less."""
+  if next_power_of_two(h) <= 128:
+    return next_power_of_two(h)
+  # min() keeps the first (larger) choice on a tie.
+  return min(_BLOCK_H_CHOICES, key=lambda b: -(-h // b) * b)
+
+
+def default_config(num_rows: int, h: int, *, tile_elements: int) -> BlockConfig:
+  """A `BlockConfig` for an output of `[num_rows, h]` with ~`tile_elements` per tile.
+
+  Args:
+    num_rows: output rows (R or T).
+    h: H.
+    tile_elements: target block_rows * block_h, a power of two
+      (`GATHER_TILE_ELEMENTS` or `REDUCE_TILE_ELEMENTS`).
+
+  Returns:
+    block_h from `default_block_h(h)`; block_rows = tile_elements // block_h, but no
+    more than next_pow2(num_rows); 4 warps, 1 stage.
+  """
+  block_h = default_block_h(h)
+  block_rows = max(1, min(tile_elements // block_h, next_power_of_two(num_rows)))
+  return BlockConfig(block_rows=block_rows, block_h=block_h, num_warps=4, num_stages=1)

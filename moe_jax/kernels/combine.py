@@ -1,0 +1,109 @@
+"""Pallas (Triton) kernel for `combine_rows`: out[t] = sum_k w[t, k] * src[index[t, k]].
+
+A token-side gather-reduce: each program owns a [BT, BH] tile of the output and
+reads the K source rows of each of its tokens, so the sum has one fixed order and no
+atomics or scatter-add are needed.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from moe_jax import _compat
+from moe_jax.kernels import _tiles
+from moe_jax.kernels.block_config import BlockConfig
+
+KERNEL_NAME = "moe_combine_rows"
+
+
+def _kernel(
+    index_ref,
+    *refs,
+    has_weight: bool,
+    num_tokens: int,
+    num_src_rows: int,
+    h: int,
+    top_k: int,
+    block_tokens: int,
+    block_h: int,
+):
+  """One [BT, BH] tile of out.
+
+  Refs: index [BT, K] int32, weight [BT, K] f32 (if has_weight), src [N, BH] (every
+  row, one column tile), out [BT, BH]. K need not be a power of two: each slot is
+  loaded as its own [BT] column.
+  """
+  if has_weight:
+    weight_ref, src_ref, out_ref = refs
+  else:
+    (src_ref, out_ref), weight_ref = refs, None
+  row_mask = _tiles.tail_mask(0, block_tokens, num_tokens)  # [BT] or None
+  col_mask = _tiles.tail_mask(1, block_h, h)  # [BH] or None
+  acc = jnp.zeros((block_tokens, block_h), jnp.float32)
+  for k in range(top_k):  # K is small and static: unrolled, summed in slot order.
+    index = _tiles.load(index_ref.at[:, jnp.int32(k)], row_mask, -1)  # [BT]
+    valid, rows = _tiles.safe_rows(index, num_src_rows)
+    x = _tiles.gather_tile(src_ref, rows, valid, col_mask, block_h).astype(jnp.float32)
+    if weight_ref is not None:
+      # Zero the weight of an empty slot too, so that 0 * inf cannot make a NaN.
+      w = jnp.where(valid, _tiles.load(weight_ref.at[:, jnp.int32(k)], row_mask, 0.0), 0.0)  # [BT]
+      x = w[:, None] * x
+    acc = acc + x
+  _tiles.store(out_ref, acc.astype(out_ref.dtype), _tiles.outer_and(row_mask, col_mask))
+
+
+@functools.partial(jax.jit, static_argnames=("out_dtype", "config", "interpret"))
+def combine_rows(
+    src: jax.Array,
+    index: jax.Array,
+    weight: jax.Array | None = None,
+    *,
+    out_dtype: jnp.dtype,
+    config: BlockConfig,
+    interpret: bool,
+) -> jax.Array:
+  """Builds and runs the combine kernel; inputs are validated by the API.
+
+  Args:
+    src: [N, H], N >= 1.
+    index: [T, K] int32, T >= 1, K >= 1.
+    weight: optional [T, K] float32.
+    out_dtype: dtype of the output.
+    config: tiles of [T, H]; block_h need not divide H nor block_rows T.
+    interpret: run the kernel body in the Pallas interpreter (CPU, tests).
+
+  Returns:
+    [T, H] of out_dtype.
+  """
+  num_src_rows, h = src.shape
+  num_tokens, top_k = index.shape
+  bt, bh = config.block_rows, config.block_h
+  slot_spec = pl.BlockSpec((bt, top_k), lambda i, j: (i, 0))
+  src_spec = pl.BlockSpec((num_src_rows, bh), lambda i, j: (0, j))
+  operands = [index] + ([weight] if weight is not None else []) + [src]
+  in_specs = [slot_spec] + ([slot_spec] if weight is not None else []) + [src_spec]
+  kernel = functools.partial(
+      _kernel,
+      has_weight=weight is not None,
+      num_tokens=num_tokens,
+      num_src_rows=num_src_rows,
+      h=h,
+      top_k=top_k,
+      block_tokens=bt,
+      block_h=bh,
+  )
+  return pl.pallas_call(
+      kernel,
+      out_shape=jax.ShapeDtypeStruct((num_tokens, h), out_dtype),
+      grid=(pl.cdiv(num_tokens, bt), pl.cdiv(h, bh)),
+      in_specs=in_specs,
+      out_specs=pl.BlockSpec((bt, bh), lambda i, j: (i, j)),
+      compiler_params=_compat.triton_compiler_params(
+          num_warps=config.num_warps, num_stages=config.num_stages
+      ),
+      interpret=interpret,
+      name=KERNEL_NAME,
+  )(*operands)

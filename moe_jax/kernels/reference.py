@@ -1,0 +1,83 @@
+"""Pure-jnp row primitives: what each op means, the "xla" implementation, the oracle.
+
+Shapes: src [N, H]; gather index [R]; combine / slot_dots index [T, K]. An index < 0
+is an empty slot (it reads nothing and contributes exactly 0); an index >= N reads
+row N-1, as the kernels do (they clamp so that no address leaves the source).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _rows(src: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(valid, src[clamped index]); valid = index >= 0, shape of index."""
+  valid = index >= 0
+  safe = jnp.where(valid, jnp.minimum(index, src.shape[0] - 1), 0)
+  return valid, jnp.take(src, safe, axis=0)
+
+
+def gather_rows(src: jax.Array, index: jax.Array, scale: jax.Array | None = None) -> jax.Array:
+  """out[r] = src[index[r]] (* scale[r] in f32), 0 where index[r] < 0.
+
+  Args:
+    src: [N, H], N >= 1.
+    index: [R] int32.
+    scale: optional [R] float32.
+
+  Returns:
+    [R, H] of src.dtype.
+  """
+  valid, rows = _rows(src, index)  # [R], [R, H]
+  if scale is not None:
+    rows = (rows.astype(jnp.float32) * scale.astype(jnp.float32)[:, None]).astype(src.dtype)
+  return jnp.where(valid[:, None], rows, jnp.zeros((), src.dtype))
+
+
+def combine_rows(
+    src: jax.Array,
+    index: jax.Array,
+    weight: jax.Array | None = None,
+    *,
+    out_dtype: jnp.dtype | None = None,
+) -> jax.Array:
+  """out[t] = sum_k weight[t, k] * src[index[t, k]], in f32, k = 0..K-1 in order.
+
+  Args:
+    src: [N, H], N >= 1.
+    index: [T, K] int32; slots with index < 0 contribute exactly 0.
+    weight: optional [T, K] float32 (None means 1).
+    out_dtype: output dtype, src.dtype when None.
+
+  Returns:
+    [T, H] of out_dtype.
+  """
+  num_tokens, top_k = index.shape
+  acc = jnp.zeros((num_tokens, src.shape[1]), jnp.float32)  # [T, H]
+  for k in range(top_k):
+    valid, rows = _rows(src, index[:, k])  # [T], [T, H]
+    x = jnp.where(valid[:, None], rows.astype(jnp.float32), 0.0)
+    if weight is not None:
+      w = jnp.where(valid, weight[:, k].astype(jnp.float32), 0.0)  # [T]
+      x = w[:, None] * x
+    acc = acc + x
+  return acc.astype(out_dtype or src.dtype)
+
+
+def slot_dots(src: jax.Array, index: jax.Array, g: jax.Array) -> jax.Array:
+  """out[t, k] = dot(src[index[t, k]], g[t]) in f32, 0 where index[t, k] < 0.
+
+  The product is taken elementwise in f32 and summed, never through a matmul that
+  the backend could run in TF32.
+
+  Args:
+    src: [N, H], N >= 1.
+    index: [T, K] int32.
+    g: [T, H].
+
+  Returns:
+    [T, K] float32.
+  """
+  valid, rows = _rows(src, index)  # [T, K], [T, K, H]
+  prod = rows.astype(jnp.float32) * g.astype(jnp.float32)[:, None, :]
+  return jnp.where(valid, jnp.sum(prod, axis=-1), 0.0)

@@ -1,0 +1,103 @@
+"""`MoELayer`: the Flax NNX module over `moe_forward`."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from moe_jax import convert
+from moe_jax.config import MoEConfig
+from moe_jax.forward import MoEParams, check_params, moe_forward, param_shapes
+
+_SIDE_CAR_FIELDS = ("num_experts", "top_k", "hidden_size", "intermediate_size",
+                    "swiglu_alpha", "swiglu_limit")
+
+
+def init_params(key: jax.Array, config: MoEConfig) -> MoEParams:
+  """Fresh parameters: router Kaiming-uniform (bound 1/sqrt(H)), experts normal(0, 0.02), zero biases."""
+  shapes = param_shapes(config)
+  k_router, k_gate_up, k_down = jax.random.split(key, 3)
+  dt = config.param_dtype
+  bound = 1.0 / jnp.sqrt(config.hidden_size)
+  return MoEParams(
+      router_weight=jax.random.uniform(k_router, shapes.router_weight, dt, -bound, bound),
+      router_bias=jnp.zeros(shapes.router_bias, dt),
+      gate_up_proj=0.02 * jax.random.normal(k_gate_up, shapes.gate_up_proj, dt),
+      gate_up_proj_bias=jnp.zeros(shapes.gate_up_proj_bias, dt),
+      down_proj=0.02 * jax.random.normal(k_down, shapes.down_proj, dt),
+      down_proj_bias=jnp.zeros(shapes.down_proj_bias, dt),
+  )
+
+
+class MoELayer(nnx.Module):
+  """GPT-OSS-style MoE layer for Flax NNX.
+
+  Example:
+    >>> layer = MoELayer(MoEConfig(num_experts=8, top_k=2, hidden_size=64,
+    ...                            intermediate_size=128), rngs=nnx.Rngs(0))
+    >>> y, aux = layer(jnp.ones((2, 16, 64)))
+  """
+
+  def __init__(self, config: MoEConfig, *, rngs: nnx.Rngs, params: MoEParams | None = None):
+    if not isinstance(config, MoEConfig):
+      raise TypeError(f"config must be a MoEConfig, got {type(config).__name__}")
+    self.config = config
+    if params is None:
+      params = init_params(rngs.params(), config)
+    check_params(params, config)
+    for name, value in zip(MoEParams._fields, params):
+      setattr(self, name, nnx.Param(jnp.asarray(value)))
+
+  @property
+  def params(self) -> MoEParams:
+    return MoEParams(*(getattr(self, name)[...] for name in MoEParams._fields))
+
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, dict]:
+    return moe_forward(self.params, x, self.config)
+
+  @classmethod
+  def from_state_dict(cls, config: MoEConfig, mapping: Mapping[str, Any]) -> "MoELayer":
+    """Builds a layer from a GPT-OSS MLP state dict (with or without an `mlp.` prefix).
+
+    Tensors are cast to config.param_dtype; the caller's mapping is not modified.
+    """
+    params = convert.params_from_state_dict(mapping, dtype=config.param_dtype)
+    return cls(config, rngs=nnx.Rngs(0), params=params)
+
+  @classmethod
+  def from_safetensors(cls, path: str | os.PathLike, config: MoEConfig | None = None,
+                       **overrides: Any) -> "MoELayer":
+    """Loads a weights file written by `moe_torch_ref.weights.save`.
+
+    Args:
+      path: the .safetensors file; its JSON sidecar gives E, K, H, I, alpha, limit.
+      config: a full config to use instead of the sidecar's.
+      **overrides: MoEConfig fields that replace the sidecar's or default ones
+        (e.g. capacity_factor=None, implementation="xla", precision="highest").
+        Without a sidecar, top_k must be given here.
+    """
+    tensors, meta = convert.read_safetensors(path)
+    params = convert.params_from_state_dict(tensors)
+    if config is None:
+      fields = convert.infer_sizes(params)
+      fields.update({k: meta[k] for k in _SIDE_CAR_FIELDS if k in meta})
+      if "dtype" in meta:
+        fields["dtype"] = fields["param_dtype"] = jnp.dtype(meta["dtype"])
+      else:
+        fields["dtype"] = fields["param_dtype"] = params.router_weight.dtype
+      fields.update(overrides)
+      if "top_k" not in fields:
+        raise ValueError(f"{os.fspath(path)!r} has no JSON sidecar with top_k; pass top_k=...")
+      config = MoEConfig(**fields)
+    elif overrides:
+      config = dataclasses.replace(config, **overrides)
+    return cls(config, rngs=nnx.Rngs(0),
+               params=MoEParams(*(p.astype(config.param_dtype) for p in params)))
+
+  def to_state_dict(self, prefix: str = "") -> dict:
+    """numpy arrays under the transformers GPT-OSS names (optionally prefixed, e.g. "mlp.")."""
+    return convert.params_to_state_dict(self.params, prefix=prefix)

@@ -1,0 +1,74 @@
+"""Routing: router logits, top-k expert choice and routing weights, plus the aux losses."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from moe_jax.config import ROUTERS, check_choice
+
+
+def route(
+    x: jax.Array,
+    router_weight: jax.Array,
+    router_bias: jax.Array,
+    *,
+    top_k: int,
+    kind: str = "gpt_oss",
+    normalize_topk: bool = True,
+    precision: jax.lax.Precision | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Chooses K experts per token.
+
+  The logits are accumulated and kept in float32 whatever x's dtype: top-k on
+  bf16-rounded logits would create ties that are artefacts of rounding.
+
+  Args:
+    x: [T, H] tokens.
+    router_weight: [E, H].
+    router_bias: [E].
+    top_k: K.
+    kind: "gpt_oss": top-k over the logits, then softmax over the K values.
+      "softmax_topk": softmax over E, then top-k, renormalised to sum 1 when
+      normalize_topk (Mixtral, Qwen-MoE).
+    normalize_topk: see kind.
+    precision: matmul precision of the router GEMM.
+
+  Returns:
+    logits [T, E] float32, expert indices [T, K] int32 (ties go to the lower
+    index), routing weights [T, K] float32.
+  """
+  check_choice("kind", kind, ROUTERS)
+  num_experts = router_weight.shape[0]
+  if not 1 <= top_k <= num_experts:
+    raise ValueError(f"top_k must be in [1, E={num_experts}], got {top_k}")
+  logits = jnp.einsum("th,eh->te", x, router_weight.astype(x.dtype),
+                      precision=precision, preferred_element_type=jnp.float32)
+  logits = logits + router_bias.astype(jnp.float32)[None, :]  # [T, E]
+  if kind == "gpt_oss":
+    # lax.top_k returns equal values in increasing index order.
+    top_vals, indices = jax.lax.top_k(logits, top_k)  # [T, K]
+    weights = jax.nn.softmax(top_vals, axis=-1)
+  else:
+    probs = jax.nn.softmax(logits, axis=-1)
+    weights, indices = jax.lax.top_k(probs, top_k)
+    if normalize_topk:
+      weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
+  return logits, indices.astype(jnp.int32), weights
+
+
+def load_balancing_loss(logits: jax.Array, tokens_per_expert: jax.Array, top_k: int) -> jax.Array:
+  """Switch-style auxiliary loss E * sum_i f_i * P_i.
+
+  f_i is the fraction of the T*K routed slots that chose expert i (before any
+  capacity drop), P_i the mean softmax probability of expert i over tokens.
+  It is 1 for perfectly uniform routing.
+  """
+  num_tokens, num_experts = logits.shape
+  f = tokens_per_expert.astype(jnp.float32) / (num_tokens * top_k)  # [E]
+  p = jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0)  # [E]
+  return num_experts * jnp.sum(f * p)
+
+
+def router_z_loss(logits: jax.Array) -> jax.Array:
+  """ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2."""
+  return jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))

@@ -1,0 +1,188 @@
+"""MoELayer / moe_forward: values vs float64, transformations, training, NNX vs Linen, errors."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import moe_jax
+from moe_jax import MoEConfig, MoELayer, MoEParams, moe_forward
+from moe_jax import linen as moe_linen
+from tests.core.reference import moe_np
+
+IMPLS = ["xla", "pallas"]
+
+
+def _config(**kw):
+  base = dict(num_experts=6, top_k=2, hidden_size=32, intermediate_size=16, capacity_factor=1.0,
+              precision="highest")
+  base.update(kw)
+  return MoEConfig(**base)
+
+
+def _params(cfg, seed=0):
+  """Random parameters with every bias nonzero, so that no bias bug can hide."""
+  keys = jax.random.split(jax.random.key(seed), 6)
+  shapes = moe_jax.forward.param_shapes(cfg)
+  scales = (0.3, 0.5, 0.2, 0.1, 0.2, 0.1)
+  return MoEParams(*(s * jax.random.normal(k, sh) for k, sh, s in zip(keys, shapes, scales)))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("overrides", [
+    dict(capacity_factor=1.0), dict(capacity_factor=0.5), dict(capacity_factor=None),
+    dict(router="softmax_topk", activation="swiglu", capacity_factor=1.25),
+    dict(router="softmax_topk", normalize_topk=False, capacity_factor=None),
+], ids=["cf1", "cf0.5", "dropless", "mixtral", "qwen-unnormalised"])
+def test_forward_matches_float64(impl, overrides):
+  cfg = _config(implementation=impl, **overrides)
+  params = _params(cfg)
+  x = jax.random.normal(jax.random.key(1), (3, 9, cfg.hidden_size))
+  y, aux = jax.jit(moe_forward, static_argnums=2)(params, x, cfg)
+  ref, keep, idx, w = moe_np(params, x.reshape(-1, cfg.hidden_size), top_k=cfg.top_k,
+                             capacity_factor=cfg.capacity_factor, kind=cfg.router,
+                             activation=cfg.activation, normalize=cfg.normalize_topk)
+  assert y.shape == x.shape
+  np.testing.assert_array_equal(aux["expert_indices"], idx)
+  np.testing.assert_allclose(aux["expert_weights"], w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(y.reshape(-1, cfg.hidden_size), ref, rtol=1e-4, atol=1e-5)
+  assert float(aux["drop_fraction"]) == pytest.approx(1 - keep.mean())
+  counts = np.bincount(idx.reshape(-1), minlength=cfg.num_experts)
+  np.testing.assert_array_equal(aux["tokens_per_expert"], counts)
+  logits = np.asarray(aux["router_logits"], np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  lb = cfg.num_experts * np.sum(counts / idx.size * probs.mean(0))
+  assert float(aux["load_balancing_loss"]) == pytest.approx(lb, rel=1e-5)
+  lse = np.log(np.exp(logits).sum(-1))
+  assert float(aux["router_z_loss"]) == pytest.approx(np.mean(lse ** 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_grad_matches_xla_and_vmap(impl):
+  cfg = _config(implementation=impl, capacity_factor=1.0)
+  params = _params(cfg)
+  x = jax.random.normal(jax.random.key(2), (20, cfg.hidden_size))
+  loss = lambda p, x, c: jnp.sum(moe_forward(p, x, c)[0] ** 2)
+  g = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(params, x, cfg)
+  g_ref = jax.grad(loss, argnums=(0, 1))(params, x, dataclasses.replace(cfg, implementation="xla"))
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert float(jnp.abs(g[0].router_weight).sum()) > 0  # gradient reaches the router
+  xs = jax.random.normal(jax.random.key(3), (2, 5, cfg.hidden_size))
+  batched = jax.vmap(lambda xi: moe_forward(params, xi, cfg)[0])(xs)
+  for i in range(2):
+    np.testing.assert_allclose(batched[i], moe_forward(params, xs[i], cfg)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_training_loss_decreases():
+  cfg = _config(implementation="pallas", capacity_factor=1.25, precision=None)
+  model = MoELayer(cfg, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(4), (64, cfg.hidden_size))
+  target = jnp.tanh(x @ jax.random.normal(jax.random.key(5), (cfg.hidden_size, cfg.hidden_size)))
+  opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, opt):
+    def loss_fn(m):
+      y, aux = m(x)
+      return jnp.mean((y - target) ** 2) + 0.01 * aux["load_balancing_loss"]
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    opt.update(model, grads)
+    return loss
+
+  losses = [float(step(model, opt)) for _ in range(20)]
+  assert losses[-1] < 0.7 * losses[0], losses
+  assert np.all(np.isfinite(losses))
+
+
+def test_nnx_and_linen_identical():
+  cfg = _config(capacity_factor=1.0)
+  x = jax.random.normal(jax.random.key(6), (2, 7, cfg.hidden_size))
+  lin = moe_linen.MoELayer(cfg)
+  variables = lin.init(jax.random.key(0), x)
+  params = MoEParams(*(variables["params"][n] for n in MoEParams._fields))
+  nnx_layer = MoELayer(cfg, rngs=nnx.Rngs(0), params=params)
+  y_lin, aux_lin = lin.apply(variables, x)
+  y_nnx, aux_nnx = nnx_layer(x)
+  np.testing.assert_array_equal(y_lin, y_nnx)
+  np.testing.assert_array_equal(aux_lin["expert_indices"], aux_nnx["expert_indices"])
+  ref, *_ = moe_np(params, x.reshape(-1, cfg.hidden_size), top_k=2, capacity_factor=1.0)
+  np.testing.assert_allclose(y_nnx.reshape(-1, cfg.hidden_size), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nan_token_is_isolated(impl):
+  cfg = _config(implementation=impl, capacity_factor=None)
+  params = _params(cfg)
+  x = jax.random.normal(jax.random.key(7), (10, cfg.hidden_size))
+  y_clean, _ = moe_forward(params, x, cfg)
+  y_nan, _ = moe_forward(params, x.at[3, 5].set(jnp.nan), cfg)
+  others = np.arange(10) != 3
+  np.testing.assert_array_equal(np.asarray(y_nan)[others], np.asarray(y_clean)[others])
+  assert np.isnan(np.asarray(y_nan)[3]).any()
+
+
+@pytest.mark.parametrize("impl,present", [("pallas", True), ("xla", False)])
+def test_pallas_kernels_really_run(impl, present):
+  cfg = _config(implementation=impl)
+  params = _params(cfg)
+  x = jnp.ones((8, cfg.hidden_size))
+  fwd = str(jax.make_jaxpr(lambda p, x: moe_forward(p, x, cfg))(params, x))
+  bwd = str(jax.make_jaxpr(jax.grad(lambda p, x: moe_forward(p, x, cfg)[0].sum()))(params, x))
+  for name in ("moe_gather_rows", "moe_combine_rows"):
+    assert (name in fwd) == present
+  assert ("moe_slot_dots" in bwd) == present
+
+
+def test_state_dict_round_trip_and_prefix():
+  cfg = _config()
+  layer = MoELayer(cfg, rngs=nnx.Rngs(3))
+  sd = layer.to_state_dict(prefix="mlp.")
+  assert set(sd) == {"mlp." + n for n in moe_jax.convert.STATE_DICT_NAMES}
+  before = {k: v.copy() for k, v in sd.items()}
+  again = MoELayer.from_state_dict(cfg, sd)
+  for k in sd:
+    np.testing.assert_array_equal(sd[k], before[k])  # the caller's mapping is untouched
+  for a, b in zip(layer.params, again.params):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match=r"missing: \['router.bias'\]"):
+    MoELayer.from_state_dict(cfg, {k: v for k, v in sd.items() if not k.endswith("router.bias")})
+
+
+class TestValidation:
+
+  def test_input(self):
+    layer = MoELayer(_config(), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"x must have last dimension H=32 \(config.hidden_size\), got shape \(4, 31\)"):
+      layer(jnp.ones((4, 31)))
+    with pytest.raises(ValueError, match="x must have rank >= 1"):
+      layer(jnp.float32(1.0))
+    with pytest.raises(ValueError, match="x must have a floating dtype .* got int32"):
+      layer(jnp.ones((4, 32), jnp.int32))
+
+  @pytest.mark.parametrize("field,value,message", [
+      ("top_k", 0, r"top_k must be in \[1, num_experts=6\], got 0"),
+      ("top_k", 7, r"top_k must be in \[1, num_experts=6\], got 7"),
+      ("capacity_factor", 0.0, r"capacity_factor must be > 0 \(or None for dropless\), got 0.0"),
+      ("capacity_factor", -1.0, r"capacity_factor must be > 0"),
+      ("router", "mixtral", r"router must be one of \('gpt_oss', 'softmax_topk'\), got 'mixtral'"),
+      ("activation", "relu", r"activation must be one of \('gpt_oss_glu', 'swiglu'\), got 'relu'"),
+      ("implementation", "cuda", r"implementation must be one of \(None, 'xla', 'pallas'\), got 'cuda'"),
+      ("dtype", jnp.int32, "dtype must be a floating dtype, got int32"),
+  ])
+  def test_config(self, field, value, message):
+    with pytest.raises(ValueError, match=message):
+      _config(**{field: value})
+
+  def test_weight_shapes(self):
+    cfg = _config()
+    p = _params(cfg)._replace(down_proj=jnp.ones((6, 32, 16)), router_bias=jnp.ones(5))
+    with pytest.raises(ValueError) as info:
+      moe_forward(p, jnp.ones((2, 32)), cfg)
+    msg = str(info.value)
+    assert "router_bias must have shape (6,), got (5,)" in msg
+    assert "down_proj must have shape (6, 16, 32), got (6, 32, 16)" in msg
