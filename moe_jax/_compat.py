@@ -8,10 +8,11 @@ What lives here, and why:
   of Mosaic GPU, which is driven through `plgpu.kernel`, not `pallas_call`, and has
   no `interpret=True` twin on CPU). We use it on purpose; its DeprecationWarning is
   silenced at this one import.
-- `triton_compiler_params`: the class is `CompilerParams` since jax 0.6 and was
-  `TritonCompilerParams` before. Passing it is not optional: since jax 0.10 the
-  default GPU lowering of `pallas_call` is Mosaic GPU (`jax_pallas_use_mosaic_gpu`
-  defaults to True), and only a Triton params object selects the Triton lowering.
+- `triton_compiler_params`: the class is `CompilerParams` now and was
+  `TritonCompilerParams` in older releases. Passing it is not optional: from jax
+  0.10.2 on, the default GPU lowering of `pallas_call` is Mosaic GPU
+  (`jax_pallas_use_mosaic_gpu` defaults to True), and only a Triton params object
+  selects the Triton lowering.
 - `load` / `store`: masked loads and stores. `pl.load` / `pl.store` are gone; the
   Triton module's `load(ref, *, mask, other)` / `store(ref, val, *, mask)` replace them.
 - `SQUEEZED`: the block-dimension marker for a squeezed dimension (`None` in older
@@ -27,6 +28,7 @@ What lives here, and why:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import importlib.metadata
 from typing import Any
 import warnings
 
@@ -54,9 +56,9 @@ def triton_compiler_params(*, num_warps: int, num_stages: int) -> Any:
 
 
 def _jaxlib_version() -> tuple[int, ...]:
-  from jax._src.lib import version  # pylint: disable=g-import-not-at-top
-
-  return tuple(version)
+  """(major, minor, patch) of the installed jaxlib; dev suffixes are dropped."""
+  parts = importlib.metadata.version("jaxlib").split(".")[:3]
+  return tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in parts)
 
 
 CAN_LOWER_TRITON_WITHOUT_GPU: bool = _jaxlib_version() <= (0, 10, 2)

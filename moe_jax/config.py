@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import math
 from typing import Any
 
@@ -30,10 +31,16 @@ def check_implementation(implementation: str | None) -> None:
 
 
 def capacity_for(capacity_factor: float, num_tokens: int, top_k: int, num_experts: int) -> int:
-  """Static per-expert capacity C = ceil(capacity_factor * T * K / E), at least 1."""
-  if capacity_factor <= 0:
+  """Static per-expert capacity C = ceil(capacity_factor * T * K / E), at least 1.
+
+  The product is exact on the decimal value of capacity_factor (its shortest repr),
+  so 1.1 * 10 / 1 gives 11, not the 12 of float rounding; moe_torch_ref uses the
+  same rule, so both sides drop the same slots.
+  """
+  if not math.isfinite(capacity_factor) or capacity_factor <= 0:
     raise ValueError(f"capacity_factor must be > 0, got {capacity_factor}")
-  return max(1, math.ceil(capacity_factor * num_tokens * top_k / num_experts))
+  exact = fractions.Fraction(repr(float(capacity_factor))) * num_tokens * top_k / num_experts
+  return max(1, math.ceil(exact))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

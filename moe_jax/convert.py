@@ -88,8 +88,8 @@ def infer_sizes(params: MoEParams) -> dict[str, int]:
 
 
 def sidecar_path(path: str | os.PathLike) -> str:
-  """The JSON sidecar written beside a weights file by moe_torch_ref.weights.save."""
-  return os.path.splitext(os.fspath(path))[0] + ".json"
+  """The JSON sidecar `<path>.json` written beside a weights file by moe_torch_ref.weights.save."""
+  return os.fspath(path) + ".json"
 
 
 _SAFETENSORS_DTYPES = {

@@ -61,6 +61,7 @@ def test_capacity_formula():
   assert capacity_for(1.0, 100, 4, 128) == 4  # ceil(3.125)
   assert capacity_for(1.25, 4096, 4, 32) == 640
   assert capacity_for(0.01, 1, 1, 64) == 1
+  assert capacity_for(1.1, 10, 1, 1) == 11  # exact decimal, not float rounding (12)
   with pytest.raises(ValueError, match="capacity_factor must be > 0, got 0"):
     capacity_for(0, 10, 2, 4)
 

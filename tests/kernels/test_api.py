@@ -1,0 +1,198 @@
+"""The API layer: implementation choice, validation, proof that the kernel ran."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from moe_jax import _compat
+from moe_jax.kernels import (
+    BlockConfig,
+    combine_rows,
+    default_config,
+    gather_rows,
+    resolve_implementation,
+    slot_dots,
+)
+
+from ._support import Twin, bits, normal, random_index
+
+N, T, H, K = 6, 10, 200, 2
+
+# (op, kernel name, example arguments) for each primitive.
+OPS = [
+    pytest.param(
+        gather_rows, "moe_gather_rows",
+        lambda h=H: (normal(0, (N, h), jnp.bfloat16), random_index(1, (T,), N)), id="gather"),
+    pytest.param(
+        combine_rows, "moe_combine_rows",
+        lambda h=H: (normal(0, (N, h), jnp.bfloat16), random_index(1, (T, K), N),
+                     normal(2, (T, K), jnp.float32)), id="combine"),
+    pytest.param(
+        slot_dots, "moe_slot_dots",
+        lambda h=H: (normal(0, (N, h), jnp.bfloat16), random_index(1, (T, K), N),
+                     normal(2, (T, h), jnp.bfloat16)), id="slot_dots"),
+]
+
+
+class Dispatch(Twin):
+  """The requested implementation is the one that runs (no silent fallback), under vmap too."""
+
+  @pytest.mark.parametrize("op,name,args", OPS)
+  def test_pallas_call_in_jaxpr(self, op, name, args):
+    fn = lambda *a: op(*a, implementation="pallas", interpret=self.INTERPRET)
+    assert _compat.pallas_call_names(jax.make_jaxpr(fn)(*args())) == [name]
+
+  @pytest.mark.parametrize("op,name,args", OPS)
+  def test_xla_has_no_kernel(self, op, name, args):
+    fn = lambda *a: op(*a, implementation="xla")
+    assert _compat.pallas_call_names(jax.make_jaxpr(fn)(*args())) == []
+
+  def test_vmap_matches_xla(self):
+    """vmap goes through the pallas_call batching rule: one more grid axis."""
+    src = normal(0, (3, N, H), jnp.bfloat16)
+    index = random_index(1, (3, T, K), N)
+    g = normal(2, (3, T, H), jnp.bfloat16)
+    pallas = lambda op: lambda *a: op(*a, implementation="pallas", interpret=self.INTERPRET)
+    xla = lambda op: lambda *a: op(*a, implementation="xla")
+    for op, args in [(combine_rows, (src, index)), (slot_dots, (src, index, g))]:
+      got, want = jax.vmap(pallas(op))(*args), jax.vmap(xla(op))(*args)
+      # bf16 combine output: a different f32 summation may round one ulp apart.
+      np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                 rtol=1e-2, atol=1e-2)
+    got = jax.vmap(pallas(gather_rows))(src, index[..., 0])
+    np.testing.assert_array_equal(bits(got), bits(jax.vmap(xla(gather_rows))(src, index[..., 0])))
+    # Only the index batched: src is shared by every program.
+    got = jax.vmap(lambda i: pallas(gather_rows)(src[0], i))(index[..., 0])
+    want = jax.vmap(lambda i: xla(gather_rows)(src[0], i))(index[..., 0])
+    np.testing.assert_array_equal(bits(got), bits(want))
+
+
+@pytest.mark.gpu
+class TestDispatchGpu(Dispatch):
+  INTERPRET = False
+
+  @pytest.mark.parametrize("op,name,args", OPS)
+  def test_kernel_name_in_compiled_module(self, op, name, args):
+    fn = lambda *a: op(*a, implementation="pallas")
+    assert name in jax.jit(fn).lower(*args()).as_text()
+
+  def test_default_is_pallas_on_gpu(self):
+    assert resolve_implementation(None) == "pallas"
+
+
+class TestDispatchInterpret(Dispatch):
+  INTERPRET = True
+
+
+@pytest.mark.skipif(
+    not (_compat.CAN_LOWER_TRITON_WITHOUT_GPU or jax.default_backend() == "gpu"),
+    reason="this jaxlib compiles Triton IR at lowering time, which needs a GPU",
+)
+@pytest.mark.parametrize("op,name,args", OPS)
+@pytest.mark.parametrize("h", [2880, 100])
+def test_lowers_through_triton(op, name, args, h):
+  """The compiled (not interpreted) kernel lowers to Triton IR, even on a CPU host."""
+  text = _compat.lower_for_cuda(
+      lambda *x: op(*x, implementation="pallas", interpret=False), *args(h))
+  assert name in text
+
+
+def test_default_is_xla_off_gpu():
+  if jax.default_backend() == "gpu":
+    pytest.skip("the GPU twin checks the GPU default")
+  assert resolve_implementation(None) == "xla"
+  fn = lambda s, i: gather_rows(s, i)
+  args = (normal(0, (N, H), jnp.float32), random_index(1, (T,), N))
+  assert _compat.pallas_call_names(jax.make_jaxpr(fn)(*args)) == []
+
+
+@pytest.mark.parametrize("op,name,args", OPS)
+def test_unknown_implementation(op, name, args):
+  match = r"implementation must be one of \('xla', 'pallas'\) or None, got 'triton'"
+  with pytest.raises(ValueError, match=match):
+    op(*args(), implementation="triton")
+
+
+@pytest.mark.parametrize("op,name,args", OPS)
+@pytest.mark.parametrize("dtype", [jnp.int16, jnp.uint32, jnp.float32])
+def test_index_must_be_int32(op, name, args, dtype):
+  a = list(args())
+  a[1] = a[1].astype(dtype)
+  with pytest.raises(ValueError, match=f"index must have dtype int32, got {jnp.dtype(dtype).name}"):
+    op(*a, implementation="xla")
+
+
+def test_index_rank():
+  with pytest.raises(ValueError, match=r"index must have shape \[T, K\], got shape \(10,\)"):
+    combine_rows(normal(0, (N, H), jnp.float32), random_index(1, (T,), N))
+  with pytest.raises(ValueError, match=r"index must have shape \[R\], got shape \(10, 2\)"):
+    gather_rows(normal(0, (N, H), jnp.float32), random_index(1, (T, K), N))
+
+
+def test_src_rank():
+  with pytest.raises(ValueError, match=r"src must have shape \[N, H\], got shape \(6,\)"):
+    gather_rows(jnp.zeros((N,)), random_index(1, (T,), N))
+
+
+def test_slot_dots_mismatched_h():
+  match = r"g must have shape \[T, H\]=\(10, 200\), got shape \(10, 199\)"
+  with pytest.raises(ValueError, match=match):
+    slot_dots(normal(0, (N, H), jnp.float32), random_index(1, (T, K), N), jnp.zeros((T, H - 1)))
+
+
+def test_weight_and_scale_checks():
+  src = normal(0, (N, H), jnp.float32)
+  match = r"weight must have shape \[T, K\]=\(10, 2\), got shape \(10, 3\)"
+  with pytest.raises(ValueError, match=match):
+    combine_rows(src, random_index(1, (T, K), N), jnp.ones((T, K + 1)))
+  with pytest.raises(ValueError, match="weight must have a floating dtype .*, got int32"):
+    combine_rows(src, random_index(1, (T, K), N), jnp.ones((T, K), jnp.int32))
+  with pytest.raises(ValueError, match=r"scale must have shape \[R\]=\(10,\), got shape \(9,\)"):
+    gather_rows(src, random_index(1, (T,), N), jnp.ones((T - 1,)))
+  with pytest.raises(ValueError, match="out_dtype must be a floating dtype, got int32"):
+    combine_rows(src, random_index(1, (T, K), N), out_dtype=jnp.int32)
+  with pytest.raises(ValueError, match="config must be a BlockConfig or None, got dict"):
+    gather_rows(src, random_index(1, (T,), N), implementation="pallas", config={"block_rows": 8})
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(block_rows=3, block_h=128), "block_rows must be a power of two >= 1, got 3"),
+        (dict(block_rows=8, block_h=0), "block_h must be a power of two >= 1, got 0"),
+        (dict(block_rows=8, block_h=128, num_warps=3),
+         r"num_warps must be a power of two in \[1, 32\], got 3"),
+        (dict(block_rows=8, block_h=128, num_stages=0), "num_stages must be an int >= 1, got 0"),
+        (dict(block_rows=2048, block_h=1024), "must be <= 1048576 elements"),
+    ],
+)
+def test_block_config_validation(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    BlockConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "rows,h,tile,want",
+    [
+        (4096, 2880, 8192, (64, 128)),  # 128 masks 64 lanes of 2880, 256 would mask 192
+        (4096, 1152, 8192, (64, 128)),  # 128 divides 1152
+        (4096, 4096, 8192, (32, 256)),
+        (1, 2880, 8192, (1, 128)),  # never more rows than the output has
+        (37, 100, 4096, (32, 128)),  # H below one tile: next_pow2(H)
+        (100, 8, 4096, (128, 8)),
+    ],
+)
+def test_default_config(rows, h, tile, want):
+  config = default_config(rows, h, tile_elements=tile)
+  assert (config.block_rows, config.block_h, config.num_warps, config.num_stages) == (*want, 4, 1)
+
+
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
+def test_empty_extents(implementation):
+  src = jnp.ones((N, H), jnp.float32)
+  assert gather_rows(src, jnp.zeros((0,), jnp.int32), implementation=implementation).shape == (0, H)
+  out = combine_rows(src, jnp.zeros((T, 0), jnp.int32), implementation=implementation)
+  np.testing.assert_array_equal(out, np.zeros((T, H)))
+  out = slot_dots(jnp.ones((0, H)), -jnp.ones((T, K), jnp.int32), jnp.ones((T, H)),
+                  implementation=implementation)
+  np.testing.assert_array_equal(out, np.zeros((T, K)))
