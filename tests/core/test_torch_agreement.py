@@ -58,3 +58,8 @@ def test_bf16_file_loads_bit_exactly(weights_file):
     want = tensor.float().numpy()
     np.testing.assert_array_equal(np.asarray(back[name], np.float32), want)
     assert str(back[name].dtype) == cfg.dtype
+
+
+def test_both_sides_use_the_same_names():
+  from moe_jax.convert import STATE_DICT_NAMES
+  assert STATE_DICT_NAMES == W.NAMES
