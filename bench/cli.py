@@ -1,93 +1,198 @@
-"""`moe-bench`: for now, a smoke comparison of the PyTorch implementations.
+"""`moe-bench`: JAX vs PyTorch MoE benchmarks, side by side.
 
-For each implementation: the max abs difference of y to binned_loop and the median wall time of a
-forward pass (no grad) over a few repeats, on one small config. A placeholder for
-the real benchmark protocol (see docs), kept quick enough to run anywhere.
+  moe-bench [run] [--configs SUITE|NAME|GLOB,...] [--components ...] [--impls GLOB,...]
+                  [--iters 50] [--warmup 5] [--out DIR] [--append] [--deadline S]
+  moe-bench report DIR [DIR ...] [--out DIR]     # merge runs into one report
+  moe-bench list [--configs ...]                 # configs and planned rows, no run
+
+Without a GPU the default is the small CPU suite (`cpu-small`, under two minutes);
+with one it is `full`. Each run writes results.jsonl (data first), results.md (tables),
+PNG plots, COMMAND.txt and README.md into --out (default bench/results/<device>/),
+and prints the side-by-side table.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
-import time
+from collections.abc import Sequence
 
-import torch
+from bench import configs, env as env_lib, report
+from bench.plan import FRAMEWORKS, plan, torch_peers
+from bench.timing import MIN_ITERS, Protocol
 
-import moe_torch_ref as mtr
-from moe_torch_ref import weights
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="moe-bench",
-      description="Smoke comparison of the PyTorch MoE implementations: max abs difference "
-                  "to binned_loop and median forward time.")
-  p.add_argument("--experts", "-E", type=int, default=8, help="E (default 8)")
-  p.add_argument("--hidden", "-H", type=int, default=128, help="H (default 128)")
-  p.add_argument("--intermediate", "-I", type=int, default=128, help="I (default 128)")
-  p.add_argument("--top-k", "-K", type=int, default=2, help="K (default 2)")
-  p.add_argument("--tokens", "-T", type=int, default=64, help="T (default 64)")
-  p.add_argument("--dtype", choices=sorted(weights.DTYPES), default="float32")
-  p.add_argument("--scheme", choices=weights.SCHEMES, default="nonzero-bias")
-  p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-  p.add_argument("--repeats", type=int, default=10, help="timed runs per implementation")
-  p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
-  p.add_argument("--implementations", nargs="+", choices=mtr.IMPLEMENTATIONS,
-                 default=list(mtr.IMPLEMENTATIONS), metavar="NAME",
-                 help=f"subset of {', '.join(mtr.IMPLEMENTATIONS)}")
+def _csv(value: str | None) -> list[str] | None:
+  return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _run_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="moe-bench", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--configs", "--suite", dest="configs", default=None,
+                 help=f"suites {sorted(configs.SUITES)}, config names or globs, comma separated "
+                      "(default: cpu-small without a GPU, full with one)")
+  p.add_argument("--components", default=None,
+                 help=f"override the configs' components: {','.join(configs.COMPONENTS)}")
+  p.add_argument("--modes", default=None, help="override the modes: fwd,fwd+bwd")
+  p.add_argument("--impls", default=None,
+                 help="globs over framework:impl, e.g. 'jax:*,torch:grouped*' (also lifts the "
+                      "CPU-only skips of Pallas and torch.compile)")
+  p.add_argument("--frameworks", default="torch,jax", help="torch,jax")
+  p.add_argument("--iters", type=int, default=MIN_ITERS, help=f"timed samples (>= {MIN_ITERS})")
+  p.add_argument("--warmup", type=int, default=5)
+  p.add_argument("--rotate", type=int, default=4, help="rotated input sets")
+  p.add_argument("--target-sample-ms", type=float, default=2.0)
+  p.add_argument("--quick", action="store_true",
+                 help="tests only: 5 samples, 1 warm-up; rows are labelled quick")
+  p.add_argument("--out", default=None, help="results directory (default bench/results/<device>)")
+  p.add_argument("--append", action="store_true",
+                 help="append to --out's results.jsonl; the report covers all runs in it")
+  isolation = p.add_mutually_exclusive_group()
+  isolation.add_argument("--isolate", dest="isolate", action="store_true", default=None,
+                         help="one process per config and framework (default with a GPU)")
+  isolation.add_argument("--in-process", dest="isolate", action="store_false")
+  p.add_argument("--deadline", type=float, default=None,
+                 help="seconds; rows not started by then are written as skipped")
+  p.add_argument("--keep-scratch", action="store_true", help="keep the parity arrays")
+  p.add_argument("--no-plots", action="store_true")
   return p
 
 
-def _time(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
-  def sync():
-    if device.type == "cuda":
-      torch.cuda.synchronize(device)
-  for _ in range(warmup):
-    fn()
-  sync()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    sync()
-    times.append(time.perf_counter() - start)
-  return times
+def _plan(args, environment: dict):
+  spec = args.configs or ("full" if environment["gpu"] else "cpu-small")
+  if args.quick and not args.configs:
+    spec = "quick"
+  cfgs = configs.select(spec)
+  frameworks = _csv(args.frameworks) or list(FRAMEWORKS)
+  bad = [f for f in frameworks if f not in FRAMEWORKS]
+  if bad:
+    raise SystemExit(f"--frameworks must be a subset of {FRAMEWORKS}, got {bad}")
+  peers = torch_peers() if "torch" in frameworks else ()
+  cases = plan(cfgs, frameworks=frameworks, components=_csv(args.components),
+               modes=_csv(args.modes), impls=_csv(args.impls), gpu=environment["gpu"],
+               memory_bytes=environment["device_memory_bytes"], peers=peers)
+  return cfgs, cases
 
 
-def _table(rows: list[list], headers: list[str]) -> str:
+def write_report(records: Sequence[dict], out_dir: str, *, plots: bool) -> str:
+  """Writes results.md, the plots, COMMAND.txt and README.md; returns the side-by-side table."""
+  from bench import plots as plots_lib  # pylint: disable=import-outside-toplevel
+  envs, _, rows = report.merge(records)
+  paths = plots_lib.all_plots(rows, out_dir) if plots else []
+  with open(os.path.join(out_dir, "results.md"), "w") as f:
+    f.write(report.markdown(records, paths))
+  with open(os.path.join(out_dir, "COMMAND.txt"), "w") as f:
+    for e in envs:
+      f.write(f"run {e['run_id']}  {e['date']}\n  device: {e['device']}  driver: {e['driver']}\n"
+              f"  command: {e['command']}\n  python: {e.get('python_executable')}\n"
+              f"  versions: {e.get('versions')}\n\n")
+  device = envs[-1]["device"] if envs else "?"
+  links = " · ".join(f"[{os.path.basename(p)}]({os.path.basename(p)})" for p in paths)
+  with open(os.path.join(out_dir, "README.md"), "w") as f:
+    f.write(f"# moe-bench on {device}\n\nThe whole layer, fastest parity-checked implementation "
+            f"of each framework (full tables: [results.md](results.md); data: "
+            f"[results.jsonl](results.jsonl); commands: [COMMAND.txt](COMMAND.txt)).\n\n"
+            f"{report.headline(records)}\n\n" + "\n".join(f"- {n}" for n in report.NOTES)
+            + (f"\n\nPlots: {links}\n" if links else "\n"))
+  return report.side_by_side(rows)
+
+
+def _progress(total: int):
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  bar = tqdm(total=total, unit="row", dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+
+  def on_record(rec: dict) -> None:
+    if rec.get("record") == "start":
+      c, comp, mode, fw, impl = rec["key"]
+      bar.set_postfix_str(f"{c} {fw}:{impl} {comp} {mode}", refresh=False)
+    elif rec.get("record") == "row":
+      bar.update(1)
+  return bar, on_record
+
+
+def run_main(argv: Sequence[str]) -> int:
+  args = _run_parser().parse_args(argv)
+  if args.quick:
+    protocol = Protocol(warmup=1, iters=5, rotate=2, target_sample_ms=0.5, quick=True)
+  else:
+    if args.iters < MIN_ITERS:
+      raise SystemExit(f"--iters must be >= {MIN_ITERS} (the protocol's minimum); "
+                       "--quick is for tests")
+    protocol = Protocol(warmup=args.warmup, iters=args.iters, rotate=args.rotate,
+                        target_sample_ms=args.target_sample_ms)
+  environment = env_lib.collect(list(argv))
+  _, cases = _plan(args, environment)
+  out_dir = args.out or os.path.join(REPO, "bench", "results", env_lib.slug(environment["device"]))
+  isolate = environment["gpu"] if args.isolate is None else args.isolate
+  from bench import orchestrate  # pylint: disable=import-outside-toplevel
+  bar, on_record = _progress(len(cases))
   try:
-    import tabulate  # pylint: disable=import-outside-toplevel
-    return tabulate.tabulate(rows, headers=headers, tablefmt="github")
-  except ImportError:
-    lines = ["  ".join(f"{h:>16}" for h in headers)]
-    lines += ["  ".join(f"{c:>16}" for c in row) for row in rows]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-  """Runs the smoke comparison and prints a table; returns 0."""
-  args = _parser().parse_args(argv)
-  cfg = weights.WeightConfig(num_experts=args.experts, top_k=args.top_k,
-                             hidden_size=args.hidden, intermediate_size=args.intermediate,
-                             dtype=args.dtype)
-  device = torch.device(args.device)
-  sd = {n: t.to(device) for n, t in weights.generate(cfg, args.scheme).items()}
-  gen = torch.Generator().manual_seed(123)
-  x = torch.randn(args.tokens, args.hidden, generator=gen).to(device=device, dtype=cfg.torch_dtype)
-  with torch.no_grad():
-    ref, _ = mtr.create("binned_loop", sd, top_k=args.top_k)(x)
-    rows = []
-    for name in args.implementations:
-      module = mtr.create(name, sd, top_k=args.top_k)
-      y, _ = module(x)
-      times = _time(lambda m=module: m(x), device, args.warmup, args.repeats)
-      diff = (y.float() - ref.float()).abs().max().item()
-      rows.append([name, f"{diff:.2e}", f"{statistics.median(times) * 1e3:.3f}",
-                   f"{min(times) * 1e3:.3f}"])
-  print(f"moe-bench smoke: {cfg.describe()} T={args.tokens} scheme={args.scheme} "
-        f"device={device} torch={torch.__version__} repeats={args.repeats}")
-  print(_table(rows, ["implementation", "max abs diff vs binned_loop", "median ms", "min ms"]))
+    orchestrate.run(cases, env=environment, protocol=protocol, out_dir=out_dir, isolate=isolate,
+                    deadline_s=args.deadline, keep_scratch=args.keep_scratch, append=args.append,
+                    on_record=on_record)
+  finally:
+    bar.close()
+  records = report.read([out_dir])
+  table = write_report(records, out_dir, plots=not args.no_plots)
+  print(f"\nmoe-bench on {environment['device']} -> {out_dir}\n")
+  print(table)
+  print()
+  for note in report.NOTES:
+    print(f"- {note}")
+  if not environment["gpu"]:
+    print("- kernel times: n/a on a CPU (no CUPTI); Pallas and torch.compile rows are skipped "
+          "on a CPU (see results.md for every row and reason).")
   return 0
+
+
+def report_main(argv: Sequence[str]) -> int:
+  p = argparse.ArgumentParser(prog="moe-bench report",
+                              description="Merge results.jsonl files into one report.")
+  p.add_argument("inputs", nargs="+", help="results directories or results.jsonl files")
+  p.add_argument("--out", default=None, help="output directory (default: the first input)")
+  p.add_argument("--no-plots", action="store_true")
+  args = p.parse_args(argv)
+  records = report.read(args.inputs)
+  out_dir = args.out or (args.inputs[0] if os.path.isdir(args.inputs[0])
+                         else os.path.dirname(args.inputs[0]))
+  os.makedirs(out_dir, exist_ok=True)
+  merged_path = os.path.join(out_dir, "results.jsonl")
+  sources = {os.path.abspath(i if not os.path.isdir(i) else os.path.join(i, "results.jsonl"))
+             for i in args.inputs}
+  if os.path.abspath(merged_path) not in sources or len(sources) > 1:
+    import json  # pylint: disable=import-outside-toplevel
+    with open(merged_path, "w") as f:
+      for rec in records:
+        f.write(json.dumps(rec) + "\n")
+  print(write_report(records, out_dir, plots=not args.no_plots))
+  return 0
+
+
+def list_main(argv: Sequence[str]) -> int:
+  args = _run_parser().parse_args(argv)
+  environment = env_lib.collect(list(argv))
+  cfgs, cases = _plan(args, environment)
+  for c in cfgs:
+    n = sum(1 for k in cases if k.config == c.name)
+    print(f"{c.name:22s} {c.describe():48s} rows={n}  {c.note}")
+  for k in cases:
+    print("  " + " ".join(k.key) + (f"   [skipped: {k.skip}]" if k.skip else ""))
+  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Console entry point (`moe-bench`)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] == "report":
+    return report_main(argv[1:])
+  if argv and argv[0] == "list":
+    return list_main(argv[1:])
+  if argv and argv[0] == "run":
+    argv = argv[1:]
+  return run_main(argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ Implementations (`IMPLEMENTATIONS`):
 
 Example:
   >>> import torch, moe_torch_ref
-  >>> from moe_torch_ref import weights
+  >>> from moe_torch_ref import ops, weights
   >>> cfg = weights.WeightConfig(num_experts=8, top_k=2, hidden_size=64,
   ...                            intermediate_size=32, dtype="float32")
   >>> layer = moe_torch_ref.create("grouped", weights.generate(cfg), top_k=2)
@@ -94,5 +94,5 @@ def create(name: str, state_dict: Mapping[str, Any], *, top_k: int,
 
 __all__ = [
     "ACTIVATIONS", "CAPACITY_IMPLEMENTATIONS", "IMPLEMENTATIONS", "MoEModule", "MoEOptions",
-    "ROUTERS", "VARIANT_IMPLEMENTATIONS", "capacity", "create", "weights",
+    "ROUTERS", "VARIANT_IMPLEMENTATIONS", "capacity", "create", "ops", "weights",
 ]

@@ -1,0 +1,70 @@
+"""End to end on the CPU: `moe-bench --quick` writes data, tables and plots; `report` merges."""
+import json
+import os
+
+import pytest
+
+from bench import cli
+
+REQUIRED = ("device", "config", "component", "mode", "framework", "impl", "wall_ms_median",
+            "kernel_ms_median", "tflops", "gbps_strict", "parity_rel_err")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("bench"))
+  argv = ["--quick", "--configs", "tiny", "--in-process", "--out", out]
+  return out, cli.main(argv)
+
+
+def _records(out):
+  with open(os.path.join(out, "results.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_run_writes_every_artifact(run, capsys):
+  out, code = run
+  assert code == 0
+  for name in ("results.jsonl", "results.md", "README.md", "COMMAND.txt", "latency.png",
+               "throughput_vs_tokens.png", "roofline.png", "expert_load.png",
+               "capacity_sweep.png"):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  assert not os.path.exists(os.path.join(out, ".scratch"))
+
+
+def test_rows_have_the_required_keys_and_pass_parity(run):
+  out, _ = run
+  recs = _records(out)
+  env = [r for r in recs if r["record"] == "env"]
+  assert len(env) == 1 and "torch" in env[0]["versions"] and "jax" in env[0]["versions"]
+  assert any(r["record"] == "floor" for r in recs)
+  rows = [r for r in recs if r["record"] == "row"]
+  for r in rows:
+    missing = [k for k in REQUIRED if k not in r]
+    assert not missing, (r["framework"], r["impl"], missing)
+  ok = [r for r in rows if r["status"] == "ok"]
+  assert {(r["framework"], r["component"]) for r in ok} >= {
+      (f, c) for f in ("jax", "torch") for c in ("routing", "pack", "combine", "experts", "layer")}
+  for r in ok:
+    assert r["wall_ms_median"] > 0 and r["kernel_ms_median"] is None  # no CUPTI on a CPU
+    assert r["parity_ok"] is True, (r["framework"], r["component"], r["mode"], r["impl"],
+                                    r["parity_detail"])
+  skipped = [r for r in rows if r["status"] != "ok"]
+  assert skipped and all(r["skipped_reason"] for r in skipped)  # never silent
+  layer = [r for r in ok if r["component"] == "layer"]
+  assert all(r["tflops"] > 0 and r["load_cv"] is not None for r in layer)
+  pack = [r for r in ok if r["component"] == "pack"]
+  assert all(r["gbps_strict"] > 0 for r in pack)
+
+
+def test_report_merges_runs(run, tmp_path, capsys):
+  out, _ = run
+  merged = str(tmp_path / "merged")
+  assert cli.main(["report", out, out, "--out", merged, "--no-plots"]) == 0
+  printed = capsys.readouterr().out
+  assert "| config" in printed and "speedup (wall)" in printed
+  with open(os.path.join(merged, "results.md")) as f:
+    text = f.read()
+  assert "## Side by side" in text and "## tiny" in text
+  rows = [r for r in _records(merged) if r["record"] == "row"]
+  assert len(rows) == 2 * len([r for r in _records(out) if r["record"] == "row"])
