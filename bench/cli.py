@@ -40,7 +40,8 @@ def _run_parser() -> argparse.ArgumentParser:
   p.add_argument("--impls", default=None,
                  help="globs over framework:impl, e.g. 'jax:*,torch:grouped*' (also lifts the "
                       "CPU-only skips of Pallas and torch.compile)")
-  p.add_argument("--frameworks", default="torch,jax", help="torch,jax")
+  p.add_argument("--frameworks", default="torch,jax",
+                 help="frameworks to run, in this order (e.g. jax,torch runs JAX first)")
   p.add_argument("--iters", type=int, default=MIN_ITERS, help=f"timed samples (>= {MIN_ITERS})")
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--rotate", type=int, default=4, help="rotated input sets")

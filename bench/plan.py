@@ -148,13 +148,13 @@ def plan(configs: Sequence[BenchConfig], *, frameworks: Sequence[str] = FRAMEWOR
     peers: extra torch layer implementations (transformers' experts peers).
 
   Returns:
-    CaseSpecs ordered by config, framework (torch first), component, impl, mode.
+    CaseSpecs ordered by config, framework (in the order given), component, impl, mode.
   """
   transformers_ok = bool(peers) or _transformers_ok()
   out = []
   for cfg in configs:
     globs = tuple(impls) if impls else cfg.impls
-    for framework in (f for f in FRAMEWORKS if f in frameworks):
+    for framework in frameworks:  # in the order asked for
       table = JAX_IMPLS if framework == "jax" else TORCH_IMPLS
       for component in (components or cfg.components):
         choices = list(table[component])
