@@ -171,7 +171,8 @@ def run(cases: Sequence[CaseSpec], *, env: dict, protocol: Protocol, out_dir: st
     cfg = configs.BY_NAME[name]
     rows: list[dict] = []
     pending: list[dict] = []
-    for fw in ("torch", "jax"):
+    # One worker per framework, in the order the plan lists them (--frameworks).
+    for fw in dict.fromkeys(c.framework for c in cases if c.config == name):
       mine = tuple(c for c in cases if c.config == name and c.framework == fw)
       if not mine:
         continue
