@@ -28,18 +28,13 @@ STATE_DICT_NAMES = (
 
 def to_numpy(value: Any) -> np.ndarray:
   """A torch tensor (bf16 included), jax array or numpy array as a numpy array (a copy)."""
-  if hasattr(value, "detach"):  # torch.Tensor, without importing torch
+  if hasattr(value, "detach"):  # a torch.Tensor; torch is imported only when one arrives
+    import torch
     t = value.detach().cpu()
-    if str(t.dtype) == "torch.bfloat16":
-      return t.view(dtype=_torch_int16(t)).numpy().view(ml_dtypes.bfloat16).copy()
+    if t.dtype == torch.bfloat16:  # numpy has no bf16: reinterpret the bits
+      return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
     return t.numpy().copy()
   return np.array(value, copy=True)
-
-
-def _torch_int16(t):
-  import torch  # only reached with a torch tensor in hand
-  del t
-  return torch.int16
 
 
 def _strip_prefix(mapping: Mapping[str, Any]) -> dict[str, Any]:

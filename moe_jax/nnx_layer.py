@@ -13,7 +13,7 @@ from moe_jax import convert
 from moe_jax.config import MoEConfig
 from moe_jax.forward import MoEParams, check_params, moe_forward, param_shapes
 
-_SIDE_CAR_FIELDS = ("num_experts", "top_k", "hidden_size", "intermediate_size",
+_SIDECAR_FIELDS = ("num_experts", "top_k", "hidden_size", "intermediate_size",
                     "swiglu_alpha", "swiglu_limit")
 
 
@@ -84,7 +84,7 @@ class MoELayer(nnx.Module):
     params = convert.params_from_state_dict(tensors)
     if config is None:
       fields = convert.infer_sizes(params)
-      fields.update({k: meta[k] for k in _SIDE_CAR_FIELDS if k in meta})
+      fields.update({k: meta[k] for k in _SIDECAR_FIELDS if k in meta})
       if "dtype" in meta:
         fields["dtype"] = fields["param_dtype"] = jnp.dtype(meta["dtype"])
       else:

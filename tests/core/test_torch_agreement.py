@@ -63,3 +63,17 @@ def test_bf16_file_loads_bit_exactly(weights_file):
 def test_both_sides_use_the_same_names():
   from moe_jax.convert import STATE_DICT_NAMES
   assert STATE_DICT_NAMES == W.NAMES
+
+
+def test_from_state_dict_takes_torch_bf16_tensors_bit_exactly():
+  import jax.numpy as jnp
+  from moe_jax import MoEConfig
+  wcfg = W.WeightConfig(num_experts=4, top_k=2, hidden_size=16, intermediate_size=8,
+                        dtype="bfloat16")
+  sd = W.generate(wcfg, "nonzero-bias")
+  cfg = MoEConfig(num_experts=4, top_k=2, hidden_size=16, intermediate_size=8,
+                  dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+  layer = MoELayer.from_state_dict(cfg, {"mlp." + k: v for k, v in sd.items()})
+  for name, value in layer.to_state_dict().items():
+    assert str(value.dtype) == "bfloat16"
+    np.testing.assert_array_equal(value.view(np.uint16), sd[name].view(torch.int16).numpy().view(np.uint16))
