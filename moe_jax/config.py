@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 ROUTERS = ("gpt_oss", "softmax_topk")
 ACTIVATIONS = ("gpt_oss_glu", "swiglu")
-IMPLEMENTATIONS = ("xla", "pallas")
+from moe_jax.kernels import IMPLEMENTATIONS  # the one list of implementation names
 _PRECISIONS = {
     None: None,
     "default": jax.lax.Precision.DEFAULT,

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
 
 from moe_jax.config import MoEConfig
-from moe_jax.forward import MoEParams, moe_forward, param_shapes
+from moe_jax.forward import MoEParams, moe_forward
+from moe_jax.nnx_layer import init_param
 
 
 class MoELayer(nn.Module):
@@ -22,12 +22,6 @@ class MoELayer(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, dict]:
     cfg = self.config
-    shapes = param_shapes(cfg)
-    bound = 1.0 / jnp.sqrt(cfg.hidden_size)
-    uniform = lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
-    normal = nn.initializers.normal(0.02)
-    zeros = nn.initializers.zeros
-    inits = MoEParams(uniform, zeros, normal, zeros, normal, zeros)
-    params = MoEParams(*(self.param(name, init, shape, cfg.param_dtype)
-                         for name, init, shape in zip(MoEParams._fields, inits, shapes)))
+    params = MoEParams(*(self.param(name, lambda key, n=name: init_param(key, n, cfg))
+                         for name in MoEParams._fields))
     return moe_forward(params, x, cfg)

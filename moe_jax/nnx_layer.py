@@ -17,20 +17,23 @@ _SIDECAR_FIELDS = ("num_experts", "top_k", "hidden_size", "intermediate_size",
                     "swiglu_alpha", "swiglu_limit")
 
 
-def init_params(key: jax.Array, config: MoEConfig) -> MoEParams:
-  """Fresh parameters: router Kaiming-uniform (bound 1/sqrt(H)), experts normal(0, 0.02), zero biases."""
-  shapes = param_shapes(config)
-  k_router, k_gate_up, k_down = jax.random.split(key, 3)
+def init_param(key: jax.Array, name: str, config: MoEConfig) -> jax.Array:
+  """One fresh parameter: router weight Kaiming-uniform (bound 1/sqrt(H)), expert
+  matrices normal(0, 0.02), biases zero. `name` is a MoEParams field."""
+  shape = getattr(param_shapes(config), name)
   dt = config.param_dtype
-  bound = 1.0 / jnp.sqrt(config.hidden_size)
-  return MoEParams(
-      router_weight=jax.random.uniform(k_router, shapes.router_weight, dt, -bound, bound),
-      router_bias=jnp.zeros(shapes.router_bias, dt),
-      gate_up_proj=0.02 * jax.random.normal(k_gate_up, shapes.gate_up_proj, dt),
-      gate_up_proj_bias=jnp.zeros(shapes.gate_up_proj_bias, dt),
-      down_proj=0.02 * jax.random.normal(k_down, shapes.down_proj, dt),
-      down_proj_bias=jnp.zeros(shapes.down_proj_bias, dt),
-  )
+  if name == "router_weight":
+    bound = 1.0 / jnp.sqrt(config.hidden_size)
+    return jax.random.uniform(key, shape, dt, -bound, bound)
+  if name in ("gate_up_proj", "down_proj"):
+    return 0.02 * jax.random.normal(key, shape, dt)
+  return jnp.zeros(shape, dt)
+
+
+def init_params(key: jax.Array, config: MoEConfig) -> MoEParams:
+  """Fresh parameters, one `init_param` per field."""
+  keys = jax.random.split(key, len(MoEParams._fields))
+  return MoEParams(*(init_param(k, name, config) for k, name in zip(keys, MoEParams._fields)))
 
 
 class MoELayer(nnx.Module):
