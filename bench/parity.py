@@ -45,7 +45,7 @@ def reference_candidates(framework: str, component: str, variant: str | None, im
   """(framework, impl) of the rows that may serve as this row's reference, best first."""
   jax_ref = {
       "routing": ["xla"],
-      "experts": [variant],
+      "experts": ["binned"] if variant == "binned" else ["xla/dropless", "pallas/dropless"],
   }.get(component, [f"xla/{variant}", f"pallas/{variant}"])
   torch_ref = {
       "routing": ["sort", "topk"],

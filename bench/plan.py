@@ -13,15 +13,18 @@ from bench.configs import BenchConfig
 FRAMEWORKS = ("torch", "jax")
 
 # (impl, variant): variant is the dispatch layout, "binned" (capacity, [E, C, H]) or
-# "dropless" (expert-sorted [M, H]); None for routing.
+# "dropless" (expert-sorted rows: [M, H] in torch, moe_jax's tile layout [R, H]); None
+# for routing.
 JAX_IMPLS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "routing": (("xla", None),),
     "pack": (("xla/binned", "binned"), ("xla/dropless", "dropless"),
              ("pallas/binned", "binned"), ("pallas/dropless", "dropless")),
     "combine": (("xla/binned", "binned"), ("xla/dropless", "dropless"),
                 ("pallas/binned", "binned"), ("pallas/dropless", "dropless")),
-    # The expert GEMMs are XLA einsum (binned) and ragged_dot (dropless) in both paths.
-    "experts": (("binned", "binned"), ("dropless", "dropless")),
+    # Binned expert GEMMs are XLA einsums; dropless ones are grouped matmuls, ragged_dot
+    # ("xla") or the Pallas gmm/tgmm kernels ("pallas").
+    "experts": (("binned", "binned"), ("xla/dropless", "dropless"),
+                ("pallas/dropless", "dropless")),
     "layer": (("xla/binned", "binned"), ("xla/dropless", "dropless"),
               ("pallas/binned", "binned"), ("pallas/dropless", "dropless")),
 }

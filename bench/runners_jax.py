@@ -163,22 +163,38 @@ class JaxRunner:
     return Built(fn=fn, inputs=ins, extract=extract, aot=True)
 
   def _buffer_shape(self, variant: str) -> tuple[int, ...]:
+    """The logical buffer both frameworks share: [E, C, H] binned, [M, H] dropless."""
     cfg = self.cfg
     if variant == "binned":
       return (cfg.num_experts, self.capacity, cfg.hidden_size)
     return (cfg.num_tokens * cfg.top_k, cfg.hidden_size)
 
+  def _to_layout(self, rows, variant: str, j: int):
+    """Logical rows -> moe_jax's buffer: dropless rows go to their tile rows of routing j
+    (empty rows 0), so both frameworks see the same values."""
+    if variant == "binned":
+      return rows
+    meta = self._routing(j, variant)[3]
+    return jnp.zeros((meta.num_rows, rows.shape[1]), rows.dtype).at[meta.sorted_row].set(rows)
+
+  def _from_layout(self, out, variant: str) -> np.ndarray:
+    """moe_jax's buffer of the parity input (routing 0) -> logical rows [rows, H] (NumPy)."""
+    out = _np(out).reshape(-1, self.cfg.hidden_size)
+    if variant == "binned":
+      return out
+    return out[np.asarray(self._routing(0, variant)[3].sorted_row)]
+
   def _rows(self, variant: str, j: int):
     shape = self._buffer_shape(variant)
     num_rows = int(np.prod(shape[:-1]))
-    return self._cached(("rows", variant, j), lambda: self._hash(
-        inputs.rows_spec(self.cfg, num_rows, j)).reshape(shape))
+    return self._cached(("rows", variant, j), lambda: self._to_layout(self._hash(
+        inputs.rows_spec(self.cfg, num_rows, j)).reshape(shape), variant, j))
 
-  def _drows(self, variant: str):
+  def _drows(self, variant: str, j: int = 0):
     shape = self._buffer_shape(variant)
     num_rows = int(np.prod(shape[:-1]))
-    return self._cached(("drows", variant), lambda: self._hash(
-        inputs.drows_spec(self.cfg, num_rows)).reshape(shape))
+    return self._cached(("drows", variant, j), lambda: self._to_layout(self._hash(
+        inputs.drows_spec(self.cfg, num_rows)).reshape(shape), variant, j))
 
   def _build_pack(self, case: CaseSpec) -> Built:
     cfg, impl = self.cfg, case.impl.split("/")[0]
@@ -194,16 +210,16 @@ class JaxRunner:
       ins = [(self.x(j), self._routing(j, case.variant)[1]) for j in range(n)]
 
       def extract(out):
-        return dict(out=_np(out).reshape(-1, cfg.hidden_size)[rsub])
+        return dict(out=self._from_layout(out, case.variant)[rsub])
     else:
       def fn(x, idx, dbuf):
         buf, vjp = jax.vjp(lambda x: gather(x, idx), x)
         return buf, vjp(dbuf)[0]
-      ins = [(self.x(j), self._routing(j, case.variant)[1], self._drows(case.variant))
+      ins = [(self.x(j), self._routing(j, case.variant)[1], self._drows(case.variant, j))
              for j in range(n)]
 
       def extract(out):
-        return dict(out=_np(out[0]).reshape(-1, cfg.hidden_size)[rsub], dx=_np(out[1])[tsub])
+        return dict(out=self._from_layout(out[0], case.variant)[rsub], dx=_np(out[1])[tsub])
     return Built(fn=fn, inputs=ins, extract=extract, aot=True,
                  routing=(self._routing(0, case.variant)[0], cap))
 
@@ -235,7 +251,7 @@ class JaxRunner:
 
       def extract(out):
         return dict(out=_np(out[0])[tsub],
-                    drows=_np(out[1]).reshape(-1, cfg.hidden_size)[rsub], dw=_np(out[2]))
+                    drows=self._from_layout(out[1], case.variant)[rsub], dw=_np(out[2]))
     return Built(fn=fn, inputs=ins, extract=extract, aot=True,
                  routing=(self._routing(0, case.variant)[0], cap))
 
@@ -243,6 +259,7 @@ class JaxRunner:
     cfg, p = self.cfg, self.params
     cap = self.capacity if case.variant == "binned" else None
     kw = dict(activation="gpt_oss_glu", precision=self._moe_config("xla", "binned").lax_precision)
+    impl = case.impl.split("/")[0] if "/" in case.impl else None
     shape = self._buffer_shape(case.variant)
     rsub = inputs.parity_rows(int(np.prod(shape[:-1])))
     n = self.n_sets(int(np.prod(shape)) * cfg.dtype_bytes)
@@ -254,28 +271,25 @@ class JaxRunner:
       groups = [() for _ in range(n)]
     else:
       def mlp(rows, groups, *w):
-        return dropless_experts(rows, groups[0], groups[1], *w, **kw)
-      groups = []
-      for j in range(n):
-        meta = self._routing(j, "dropless")[3]
-        groups.append((meta.sorted_experts, meta.tokens_per_expert))
+        return dropless_experts(rows, groups[0], *w, implementation=impl, **kw)
+      groups = [(self._routing(j, "dropless")[3].tile_expert,) for j in range(n)]
     if case.mode == "fwd":
       fn = mlp
       ins = [(self._rows(case.variant, j), groups[j]) + weights for j in range(n)]
 
       def extract(out):
-        return dict(out=_np(out).reshape(-1, cfg.hidden_size)[rsub])
+        return dict(out=self._from_layout(out, case.variant)[rsub])
     else:
       def fn(rows, groups, *w_and_g):
         w, g = w_and_g[:-1], w_and_g[-1]
         out, vjp = jax.vjp(lambda r, *w: mlp(r, groups, *w), rows, *w)
         return (out,) + vjp(g)
-      ins = [(self._rows(case.variant, j), groups[j]) + weights + (self._drows(case.variant),)
-             for j in range(n)]
+      ins = [(self._rows(case.variant, j), groups[j]) + weights
+             + (self._drows(case.variant, j),) for j in range(n)]
 
       def extract(out):
-        return dict(out=_np(out[0]).reshape(-1, cfg.hidden_size)[rsub],
-                    drows=_np(out[1]).reshape(-1, cfg.hidden_size)[rsub],
+        return dict(out=self._from_layout(out[0], case.variant)[rsub],
+                    drows=self._from_layout(out[1], case.variant)[rsub],
                     dgate_up=_np(out[2][_WEIGHT_SLICE]))
     return Built(fn=fn, inputs=ins, extract=extract, aot=True,
                  routing=(self._routing(0, case.variant)[0], cap))

@@ -70,7 +70,7 @@ _scatter.defvjp(_scatter_fwd, _scatter_bwd)
 
 def _buffer_shape(meta: DispatchMeta, hidden: int) -> tuple[int, ...]:
   if meta.capacity is None:
-    return (meta.num_rows, hidden)  # [M, H]
+    return (meta.num_rows, hidden)  # [R, H] dropless tiles
   return (meta.num_experts, meta.capacity, hidden)  # [E, C, H]
 
 
@@ -83,8 +83,8 @@ def binned_gather(x: jax.Array, meta: DispatchMeta, *, implementation: str | Non
     implementation: "xla", "pallas", or None (pallas on GPU, xla elsewhere).
 
   Returns:
-    [E, C, H] in binned mode (empty rows are zero), [M, H] expert-sorted rows in
-    dropless mode; x's dtype.
+    [E, C, H] in binned mode, [R, H] expert-sorted row tiles in dropless mode
+    (see `moe_jax.dispatch`); empty rows are zero; x's dtype.
   """
   check_implementation(implementation)
   if x.ndim != 2 or x.shape[0] != meta.combine_index.shape[0]:
@@ -101,7 +101,7 @@ def binned_scatter(y: jax.Array, meta: DispatchMeta, weights: jax.Array, *,
   Each token sums its K slot rows in slot order, accumulating in float32.
 
   Args:
-    y: [E, C, H] (binned) or [M, H] (dropless) expert outputs.
+    y: [E, C, H] (binned) or [R, H] (dropless tiles) expert outputs.
     meta: from `make_dispatch`.
     weights: [T, K] routing weights.
     implementation: "xla", "pallas", or None.

@@ -1,12 +1,15 @@
 """Dispatch metadata: where every token-slot goes, computed once per call with static shapes.
 
 A slot is one (token t, choice k) pair, flattened as s = t*K + k (M = T*K slots).
-Binned mode lays the slots out in an [E, C] buffer (C = capacity); dropless mode in
-the M expert-sorted rows. Both are described by two index arrays that the row
-kernels consume:
+Binned mode lays the slots out in an [E, C] buffer (C = capacity). Dropless mode lays
+the expert-sorted slots out in tiles of TM rows (`dropless_tile_rows`): each expert's
+rows start on a tile boundary and its last tile is padded with empty rows, so that
+every tile belongs to one expert (`tile_expert`) and a grouped matmul can run one
+expert's weights per tile. Both layouts are described by two index arrays that the
+row kernels consume:
 
   gather_slot   [R]     the slot feeding buffer row r, or -1 for an empty row
-                        (R = E*C binned, R = M dropless)
+                        (R = E*C binned, R = num_tiles*TM dropless)
   combine_index [T, K]  the buffer row of each slot, or -1 for a dropped slot
 """
 from __future__ import annotations
@@ -15,6 +18,27 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+
+# Largest dropless row tile: the grouped matmul's M tile on a GPU.
+MAX_TILE_ROWS = 128
+# Smallest: Triton's dot needs at least 16 rows.
+MIN_TILE_ROWS = 16
+
+
+def dropless_tile_rows(num_slots: int, num_experts: int) -> int:
+  """TM of the dropless layout: next_pow2(M / E) clamped to [16, 128].
+
+  Small batches (few rows per expert) get small tiles, so padding each expert to a
+  tile costs little; large ones get the 128-row tile the grouped matmul runs best at.
+  """
+  per_expert = max(1, -(-num_slots // num_experts))
+  tile = 1 << (per_expert - 1).bit_length()
+  return min(MAX_TILE_ROWS, max(MIN_TILE_ROWS, tile))
+
+
+def dropless_num_tiles(num_slots: int, num_experts: int, tile_rows: int) -> int:
+  """Static tile count that holds any routing: sum_e ceil(count_e / TM) <= this."""
+  return max(1, min(num_slots, (num_slots + num_experts * (tile_rows - 1)) // tile_rows))
 
 
 @jax.tree_util.register_dataclass
@@ -31,6 +55,9 @@ class DispatchMeta:
     keep: [M] bool, False for slots dropped by the capacity.
     gather_slot: [R] the slot feeding each buffer row, -1 for empty rows.
     combine_index: [T, K] each slot's buffer row, -1 if dropped.
+    sorted_row: [M] the buffer row of each expert-sorted slot, -1 if dropped.
+    tile_expert: [R / TM] the expert of each dropless row tile, -1 for unused tiles
+      (tiles are in expert order, unused ones last); None in binned mode.
     num_experts: E (static).
     top_k: K (static).
     capacity: C (static), or None in dropless mode.
@@ -43,6 +70,8 @@ class DispatchMeta:
   keep: jax.Array
   gather_slot: jax.Array
   combine_index: jax.Array
+  sorted_row: jax.Array
+  tile_expert: jax.Array | None
   num_experts: int = dataclasses.field(metadata=dict(static=True))
   top_k: int = dataclasses.field(metadata=dict(static=True))
   capacity: int | None = dataclasses.field(metadata=dict(static=True))
@@ -54,21 +83,31 @@ class DispatchMeta:
 
   @property
   def num_rows(self) -> int:
-    """R: E*C in binned mode, M in dropless mode."""
+    """R: E*C in binned mode, num_tiles*TM in dropless mode."""
     return self.gather_slot.shape[0]
+
+  @property
+  def tile_rows(self) -> int | None:
+    """TM of the dropless layout; None in binned mode."""
+    if self.tile_expert is None:
+      return None
+    return self.num_rows // self.tile_expert.shape[0]
 
   @property
   def drop_fraction(self) -> jax.Array:
     return 1.0 - jnp.mean(self.keep.astype(jnp.float32))
 
 
-def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | None) -> DispatchMeta:
+def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | None, *,
+                  tile_rows: int | None = None) -> DispatchMeta:
   """Builds the dispatch metadata from the router's choices.
 
   Args:
     expert_indices: [T, K] int32 expert ids in [0, E).
     num_experts: E.
     capacity: static C (binned mode), or None for dropless.
+    tile_rows: dropless only: TM, a power of two >= 16; None picks
+      `dropless_tile_rows(M, E)`.
 
   Returns:
     DispatchMeta. No host sync; every shape is static.
@@ -91,10 +130,23 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
   sorted_position = rows - starts[sorted_experts]  # [M], sorted order
   # sort_order is a permutation, so these scatters write each element once.
   position = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_position)
+  if tile_rows is not None and (capacity is not None or not isinstance(tile_rows, int)
+                                or tile_rows < MIN_TILE_ROWS or tile_rows & (tile_rows - 1)):
+    raise ValueError(f"tile_rows must be None or (dropless only) a power of two >= "
+                     f"{MIN_TILE_ROWS}, got {tile_rows!r} with capacity={capacity!r}")
+  tile_expert = None
   if capacity is None:
     keep = jnp.ones(m, jnp.bool_)
-    gather_slot = sort_order
-    combine_index = jnp.zeros(m, jnp.int32).at[sort_order].set(rows)
+    tm = tile_rows or dropless_tile_rows(m, num_experts)
+    num_tiles = dropless_num_tiles(m, num_experts, tm)
+    expert_tiles = (tokens_per_expert + tm - 1) // tm  # [E]
+    tile_end = jnp.cumsum(expert_tiles).astype(jnp.int32)  # [E]
+    sorted_row = (tile_end - expert_tiles)[sorted_experts] * tm + sorted_position  # [M]
+    gather_slot = jnp.full(num_tiles * tm, -1, jnp.int32).at[sorted_row].set(sort_order)
+    combine_index = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_row)
+    t = jnp.arange(num_tiles, dtype=jnp.int32)
+    tile_expert = jnp.sum(tile_end[None, :] <= t[:, None], axis=1, dtype=jnp.int32)
+    tile_expert = jnp.where(tile_expert < num_experts, tile_expert, -1)  # [num_tiles]
   else:
     keep = position < capacity
     combine_index = jnp.where(keep, flat * capacity + position, -1)
@@ -103,6 +155,8 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
     valid = c[None, :] < tokens_per_expert[:, None]
     gathered = sort_order[jnp.clip(source_row, 0, m - 1)]
     gather_slot = jnp.where(valid, gathered, -1).reshape(num_experts * capacity)
+    sorted_row = jnp.where(sorted_position < capacity,
+                           sorted_experts * capacity + sorted_position, -1)
   return DispatchMeta(
       sort_order=sort_order,
       sorted_experts=sorted_experts,
@@ -112,6 +166,8 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
       keep=keep,
       gather_slot=gather_slot,
       combine_index=combine_index.reshape(num_tokens, top_k),
+      sorted_row=sorted_row.astype(jnp.int32),
+      tile_expert=tile_expert,
       num_experts=num_experts,
       top_k=top_k,
       capacity=capacity,

@@ -6,11 +6,19 @@ the weight gradients in the parameter dtype instead of float32. Biases and the G
 in float32 on the upcast values; the GLU's output is cast to the compute dtype before
 the down projection. The down bias is added per row,
 before the routing weight multiplies it (as GPT-OSS does).
+
+Binned experts are two batched einsums over [E, C, H]. Dropless experts are two
+grouped matmuls (`kernels.gmm`, with a custom VJP over `gmm`/`tgmm`) over the
+dropless tile layout of `moe_jax.dispatch`.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+
+from moe_jax import kernels
 
 
 def _dot_dtype(dtype) -> jnp.dtype:
@@ -54,26 +62,69 @@ def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: j
   return (out.astype(jnp.float32) + down_proj_bias.astype(jnp.float32)[:, None, :]).astype(dtype)
 
 
-def dropless_experts(rows: jax.Array, sorted_experts: jax.Array, tokens_per_expert: jax.Array,
-                     gate_up_proj: jax.Array, gate_up_proj_bias: jax.Array, down_proj: jax.Array,
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _grouped_linear(x, w, tile_expert, precision, implementation):
+  return kernels.gmm(x, w, tile_expert, out_dtype=_dot_dtype(x.dtype), precision=precision,
+                     implementation=implementation)
+
+
+def _grouped_linear_fwd(x, w, tile_expert, precision, implementation):
+  return _grouped_linear(x, w, tile_expert, precision, implementation), (x, w, tile_expert)
+
+
+def _grouped_linear_bwd(precision, implementation, res, g):
+  x, w, tile_expert = res
+  g = g.astype(x.dtype)
+  dx = kernels.gmm(g, w, tile_expert, transpose_rhs=True, out_dtype=x.dtype,
+                   precision=precision, implementation=implementation)  # [R, K]
+  dw = kernels.tgmm(x, g, tile_expert, num_groups=w.shape[0], out_dtype=w.dtype,
+                    precision=precision, implementation=implementation)  # [E, K, N]
+  return dx, dw, None
+
+
+_grouped_linear.defvjp(_grouped_linear_fwd, _grouped_linear_bwd)
+
+
+def grouped_linear(x: jax.Array, w: jax.Array, tile_expert: jax.Array, *,
+                   precision: jax.lax.Precision | None = None,
+                   implementation: str | None = None) -> jax.Array:
+  """Differentiable grouped matmul over row tiles: x [R, K] @ w[tile_expert] -> [R, N].
+
+  forward `gmm`; backward dx = `gmm` with w transposed, dw = `tgmm`: the same
+  kernels serve "xla" (ragged_dot) and "pallas". Output in `_dot_dtype(x.dtype)`.
+  """
+  return _grouped_linear(x, w.astype(x.dtype), tile_expert, precision, implementation)
+
+
+def _row_bias(bias: jax.Array, tile_expert: jax.Array, tile_rows: int) -> jax.Array:
+  """[R, F] f32 bias of each row's expert; 0 on the rows of unused tiles."""
+  b = bias.astype(jnp.float32)[jnp.maximum(tile_expert, 0)]  # [num_tiles, F]
+  b = jnp.where((tile_expert >= 0)[:, None], b, 0.0)
+  return jnp.repeat(b, tile_rows, axis=0)
+
+
+def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.Array,
+                     gate_up_proj_bias: jax.Array, down_proj: jax.Array,
                      down_proj_bias: jax.Array, *, activation: str, alpha: float = 1.702,
-                     limit: float = 7.0, precision: jax.lax.Precision | None = None) -> jax.Array:
-  """Runs the experts over expert-sorted rows with a grouped matmul.
+                     limit: float = 7.0, precision: jax.lax.Precision | None = None,
+                     implementation: str | None = None) -> jax.Array:
+  """Runs the experts over the dropless tile layout with grouped matmuls.
 
   Args:
-    rows: [M, H] expert-sorted rows.
-    sorted_experts: [M] the expert of each row.
-    tokens_per_expert: [E] group sizes (they sum to M).
+    rows: [R, H] expert-sorted rows in tiles of TM = R / num_tiles rows (empty rows 0).
+    tile_expert: [num_tiles] expert of each tile, -1 for unused tiles.
+    implementation: "xla" (ragged_dot), "pallas" (the Pallas grouped matmul) or None.
 
   Returns:
-    [M, H] in rows' dtype, down bias included.
+    [R, H] in rows' dtype, down bias included (also on empty rows of used tiles,
+    which nothing reads).
   """
   dtype = rows.dtype
-  group_sizes = tokens_per_expert.astype(jnp.int32)
-  h = jax.lax.ragged_dot(rows, gate_up_proj.astype(dtype), group_sizes, precision=precision,
-                         preferred_element_type=_dot_dtype(dtype))  # [M, 2I]
-  h = h.astype(jnp.float32) + gate_up_proj_bias.astype(jnp.float32)[sorted_experts]
-  a = glu(h, activation=activation, alpha=alpha, limit=limit).astype(dtype)  # [M, I]
-  out = jax.lax.ragged_dot(a, down_proj.astype(dtype), group_sizes, precision=precision,
-                           preferred_element_type=_dot_dtype(dtype))  # [M, H]
-  return (out.astype(jnp.float32) + down_proj_bias.astype(jnp.float32)[sorted_experts]).astype(dtype)
+  tile_rows = rows.shape[0] // tile_expert.shape[0]
+  lin = dict(precision=precision, implementation=implementation)
+  h = grouped_linear(rows, gate_up_proj, tile_expert, **lin)  # [R, 2I]
+  h = h.astype(jnp.float32) + _row_bias(gate_up_proj_bias, tile_expert, tile_rows)
+  a = glu(h, activation=activation, alpha=alpha, limit=limit).astype(dtype)  # [R, I]
+  out = grouped_linear(a, down_proj, tile_expert, **lin)  # [R, H]
+  out = out.astype(jnp.float32) + _row_bias(down_proj_bias, tile_expert, tile_rows)
+  return out.astype(dtype)

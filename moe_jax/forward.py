@@ -86,14 +86,14 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
       x2, params.router_weight, params.router_bias, top_k=config.top_k, kind=config.router,
       normalize_topk=config.normalize_topk, precision=precision)
   meta = make_dispatch(indices, config.num_experts, config.capacity(num_tokens))
-  rows = binned.binned_gather(x2, meta, implementation=impl)  # [E, C, H] or [M, H]
+  rows = binned.binned_gather(x2, meta, implementation=impl)  # [E, C, H] or [R, H]
   mlp_kwargs = dict(activation=config.activation, alpha=config.swiglu_alpha,
                     limit=config.swiglu_limit, precision=precision)
   expert_weights = (params.gate_up_proj, params.gate_up_proj_bias, params.down_proj,
                     params.down_proj_bias)
   if meta.capacity is None:
-    out = experts.dropless_experts(rows, meta.sorted_experts, meta.tokens_per_expert,
-                                   *expert_weights, **mlp_kwargs)  # [M, H]
+    out = experts.dropless_experts(rows, meta.tile_expert, *expert_weights,
+                                   implementation=impl, **mlp_kwargs)  # [R, H]
   else:
     out = experts.binned_experts(rows, *expert_weights, **mlp_kwargs)  # [E, C, H]
   y = binned.binned_scatter(out, meta, weights, implementation=impl)  # [T, H]

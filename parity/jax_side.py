@@ -86,12 +86,19 @@ def _loss(params, x, cot, forced, forced_idx, *, config, inject):
              precision=config.lax_precision)
   tensors = (params.gate_up_proj, params.gate_up_proj_bias, params.down_proj, down_bias)
   if meta.capacity is None:
-    out = dropless_experts(rows, meta.sorted_experts, meta.tokens_per_expert, *tensors, **mlp)
+    out = dropless_experts(rows, meta.tile_expert, *tensors,
+                           implementation=config.implementation, **mlp)
   else:
     out = binned_experts(rows, *tensors, **mlp)
   y = binned_scatter(out, meta, use_w, implementation=config.implementation)  # [T, H]
-  stages.update(dispatched=rows, expert_out=out, combine=y)
+  stages.update(dispatched=_sorted_rows(rows, meta), expert_out=_sorted_rows(out, meta),
+                combine=y)
   return jnp.sum(y.astype(jnp.float32) * cot), stages
+
+
+def _sorted_rows(rows, meta):
+  """Dropless tile rows [R, H] -> the expert-sorted [M, H] rows the references expose."""
+  return rows[meta.sorted_row] if meta.capacity is None else rows
 
 
 def _run(params, output_params, x, cot, forced, forced_idx, *, config, output_config, inject):
@@ -105,7 +112,10 @@ def _run(params, output_params, x, cot, forced, forced_idx, *, config, output_co
 def _dispatch_combine(params, x, forced, forced_idx, ref_out, ref_w, *, config, inject):
   """Routing and dispatch as in _loss; the combine runs on the reference's expert output."""
   stages, meta, _ = _routing(params, x, forced, forced_idx, config, inject)
-  stages["dispatched"] = binned_gather(x, meta, implementation=config.implementation)
+  rows = binned_gather(x, meta, implementation=config.implementation)
+  stages["dispatched"] = _sorted_rows(rows, meta)
+  if meta.capacity is None:  # the reference's expert-sorted [M, H] -> dropless tiles
+    ref_out = jnp.zeros_like(rows).at[meta.sorted_row].set(ref_out.astype(rows.dtype))
   stages["combine"] = binned_scatter(ref_out, meta, ref_w, implementation=config.implementation)
   return stages
 

@@ -43,19 +43,26 @@ from moe_jax.kernels.api import (
     IMPLEMENTATIONS,
     Implementation,
     combine_rows,
+    default_matmul_config,
     gather_rows,
+    gmm,
     resolve_implementation,
     slot_dots,
+    tgmm,
 )
-from moe_jax.kernels.block_config import BlockConfig, default_config
+from moe_jax.kernels.block_config import BlockConfig, MatmulConfig, default_config
 
 __all__ = [
     "IMPLEMENTATIONS",
     "BlockConfig",
     "Implementation",
+    "MatmulConfig",
     "combine_rows",
     "default_config",
+    "default_matmul_config",
     "gather_rows",
+    "gmm",
     "resolve_implementation",
     "slot_dots",
+    "tgmm",
 ]

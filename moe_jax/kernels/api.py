@@ -14,12 +14,14 @@ import numpy as np
 
 from moe_jax.kernels import combine as _combine
 from moe_jax.kernels import gather as _gather
+from moe_jax.kernels import grouped_matmul as _grouped_matmul
 from moe_jax.kernels import reference
 from moe_jax.kernels import slot_dot as _slot_dot
 from moe_jax.kernels.block_config import (
     GATHER_TILE_ELEMENTS,
     REDUCE_TILE_ELEMENTS,
     BlockConfig,
+    MatmulConfig,
     default_config,
 )
 
@@ -225,3 +227,150 @@ def slot_dots(
     return reference.slot_dots(src, index, g)
   config = config or default_config(num_tokens, h, tile_elements=REDUCE_TILE_ELEMENTS)
   return _slot_dot.slot_dots(src, index, g, config=config, interpret=_interpret(interpret))
+
+
+def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
+                          transposed: bool = False) -> MatmulConfig:
+  """Tiles for `gmm` (or, with transposed, `tgmm`) with row tile TM, reduction K, N.
+
+  From a sweep on an H100 (bench/NOTES.md): gmm runs best with BN = 256, BK = 64,
+  8 warps, 4 stages in bf16 (48 KB of shared memory per stage at TM = 128); tgmm,
+  whose loop loads [TM, BK] and [TM, BN] tiles, with BK = BN = 128 and 3 stages.
+  float32 tiles take twice the bytes, so they are halved. All shrink for small K, N.
+  """
+  wide = jnp.dtype(dtype).itemsize >= 4
+  if transposed:
+    block_k, block_n, stages = (64, 64, 3) if wide else (128, 128, 3)
+  else:
+    block_k, block_n, stages = (32, 128, 3) if wide else (64, 256, 4)
+  block_k = min(block_k, max(16, _next_pow2(k)))
+  block_n = min(block_n, max(16, _next_pow2(n)))
+  num_warps = 8 if tile_rows >= 64 and block_n >= 128 else 4
+  return MatmulConfig(block_n=block_n, block_k=block_k, num_warps=num_warps,
+                      num_stages=stages)
+
+
+def _next_pow2(n: int) -> int:
+  return 1 << max(n - 1, 0).bit_length()
+
+
+def _check_tiles(lhs: jax.Array, tile_group: jax.Array) -> int:
+  """Validates lhs [R, K] against tile_group [R/TM]; returns TM."""
+  if np.ndim(lhs) != 2 or not jnp.issubdtype(lhs.dtype, jnp.floating):
+    raise ValueError(f"lhs must be a floating [R, K] array, got shape {np.shape(lhs)} and "
+                     f"dtype {lhs.dtype}")
+  if np.ndim(tile_group) != 1 or tile_group.dtype != jnp.int32:
+    raise ValueError(f"tile_group must be an int32 [num_tiles] array, got shape "
+                     f"{np.shape(tile_group)} and dtype {tile_group.dtype}")
+  num_rows, num_tiles = lhs.shape[0], tile_group.shape[0]
+  tile_rows = num_rows // max(num_tiles, 1)
+  if num_tiles == 0 or tile_rows * num_tiles != num_rows or tile_rows < 16 or (
+      tile_rows & (tile_rows - 1)):
+    raise ValueError(
+        f"lhs rows must be num_tiles * TM with TM a power of two >= 16; got R={num_rows} "
+        f"rows for num_tiles={num_tiles} tiles")
+  return tile_rows
+
+
+def gmm(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    tile_group: jax.Array,
+    *,
+    transpose_rhs: bool = False,
+    out_dtype: jnp.dtype | None = None,
+    precision: jax.lax.Precision | None = None,
+    implementation: Implementation | None = None,
+    config: MatmulConfig | None = None,
+    interpret: bool | None = None,
+) -> jax.Array:
+  """Grouped matmul over row tiles: out[r] = lhs[r] @ rhs[tile_group[r // TM]].
+
+  The rows of lhs come in tiles of TM = R / num_tiles rows; a tile belongs to one
+  group (expert) or, where tile_group < 0, to none, and its output rows are 0. The
+  tiles must be sorted by group with the group-less tiles last (the dropless
+  dispatch lays them out so; "xla" relies on it, "pallas" does not).
+
+  Args:
+    lhs: [R, K] floating rows.
+    rhs: [E, K, N] per-group matrices, or [E, N, K] when transpose_rhs.
+    tile_group: [R / TM] int32 group of each tile, TM a power of two >= 16.
+    transpose_rhs: multiply by rhs[e].T (the input gradient of a gmm).
+    out_dtype: output dtype, lhs.dtype when None; accumulation is float32.
+    precision: lax precision of the products (None: the backend default).
+    implementation: "xla" (`lax.ragged_dot`), "pallas", or None for the best here.
+    config: Pallas tiles; None picks `default_matmul_config` (tuned on an H100).
+      Ignored by "xla".
+    interpret: Pallas only: run in the interpreter; None means "when not on a GPU".
+
+  Returns:
+    [R, N] of out_dtype.
+  """
+  impl = resolve_implementation(implementation)
+  tile_rows = _check_tiles(lhs, tile_group)
+  if np.ndim(rhs) != 3 or not jnp.issubdtype(rhs.dtype, jnp.floating):
+    raise ValueError(f"rhs must be a floating [E, K, N] array, got shape {np.shape(rhs)}")
+  k_axis = 2 if transpose_rhs else 1
+  if rhs.shape[k_axis] != lhs.shape[1]:
+    raise ValueError(f"rhs must have K={lhs.shape[1]} (lhs columns) on axis {k_axis}"
+                     f"{' (transpose_rhs)' if transpose_rhs else ''}, got shape {rhs.shape}")
+  if config is not None and not isinstance(config, MatmulConfig):
+    raise ValueError(f"config must be a MatmulConfig or None, got {type(config).__name__}")
+  out_dtype = jnp.dtype(lhs.dtype if out_dtype is None else out_dtype)
+  if impl == "xla":
+    return reference.gmm(lhs, rhs, tile_group, transpose_rhs=transpose_rhs,
+                         out_dtype=out_dtype, precision=precision)
+  n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
+  config = config or default_matmul_config(tile_rows, lhs.shape[1], n, lhs.dtype)
+  return _grouped_matmul.gmm(lhs, rhs.astype(lhs.dtype), tile_group,
+                             transpose_rhs=transpose_rhs, out_dtype=out_dtype,
+                             precision=precision, config=config,
+                             interpret=_interpret(interpret))
+
+
+def tgmm(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    tile_group: jax.Array,
+    *,
+    num_groups: int,
+    out_dtype: jnp.dtype | None = None,
+    precision: jax.lax.Precision | None = None,
+    implementation: Implementation | None = None,
+    config: MatmulConfig | None = None,
+    interpret: bool | None = None,
+) -> jax.Array:
+  """Per-group outer products: out[e] = sum over rows r of group e of lhs[r].T @ rhs[r].
+
+  The weight gradient of `gmm`. Tiles as for `gmm`, sorted by group (required by both
+  implementations: each group's tiles are contiguous), group-less tiles last and
+  ignored. A group with no tile gets zeros.
+
+  Args:
+    lhs: [R, K] floating rows.
+    rhs: [R, N] floating rows.
+    tile_group: [R / TM] int32.
+    num_groups: E.
+    out_dtype: output dtype, lhs.dtype when None; accumulation is float32.
+    precision, implementation, config, interpret: as for `gmm` (BK tiles K here).
+
+  Returns:
+    [E, K, N] of out_dtype.
+  """
+  impl = resolve_implementation(implementation)
+  tile_rows = _check_tiles(lhs, tile_group)
+  if np.ndim(rhs) != 2 or rhs.shape[0] != lhs.shape[0]:
+    raise ValueError(f"rhs must be [R={lhs.shape[0]}, N], got shape {np.shape(rhs)}")
+  if not isinstance(num_groups, int) or num_groups < 1:
+    raise ValueError(f"num_groups must be an int >= 1, got {num_groups!r}")
+  if config is not None and not isinstance(config, MatmulConfig):
+    raise ValueError(f"config must be a MatmulConfig or None, got {type(config).__name__}")
+  out_dtype = jnp.dtype(lhs.dtype if out_dtype is None else out_dtype)
+  if impl == "xla":
+    return reference.tgmm(lhs, rhs, tile_group, num_groups=num_groups, out_dtype=out_dtype,
+                          precision=precision)
+  config = config or default_matmul_config(tile_rows, lhs.shape[1], rhs.shape[1], lhs.dtype,
+                                           transposed=True)
+  return _grouped_matmul.tgmm(lhs, rhs.astype(lhs.dtype), tile_group, num_groups=num_groups,
+                              out_dtype=out_dtype, precision=precision, config=config,
+                              interpret=_interpret(interpret))

@@ -88,3 +88,44 @@ def default_config(num_rows: int, h: int, *, tile_elements: int) -> BlockConfig:
   block_h = default_block_h(h)
   block_rows = max(1, min(tile_elements // block_h, next_power_of_two(num_rows)))
   return BlockConfig(block_rows=block_rows, block_h=block_h, num_warps=4, num_stages=1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MatmulConfig:
+  """Tiles and launch parameters of the grouped matmul kernels (`gmm`, `tgmm`).
+
+  The row tile TM is not here: it is the layout's tile (`tile_rows` of the
+  dispatch), read off the operand shapes.
+
+  Attributes:
+    block_n: output columns per program, a power of two >= 16.
+    block_k: reduction columns per loop step (gmm) or output rows per program
+      (tgmm's K), a power of two >= 16.
+    num_warps: Triton warps per program, a power of two in [1, 32].
+    num_stages: Triton software-pipelining stages of the K loop, >= 1.
+    n_major: gmm only: launch the column blocks of one row tile together (they share
+      its lhs rows in L2) instead of the row tiles of one column block (which share
+      the expert's weight columns).
+  """
+
+  block_n: int = 128
+  block_k: int = 64
+  num_warps: int = 4
+  num_stages: int = 3
+  n_major: bool = False
+
+  def __post_init__(self):
+    for name in ("block_n", "block_k"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or not _is_power_of_two(value) or value < 16:
+        raise ValueError(f"MatmulConfig.{name} must be a power of two >= 16, got {value!r}")
+    if not isinstance(self.num_warps, int) or not (
+        _is_power_of_two(self.num_warps) and self.num_warps <= 32
+    ):
+      raise ValueError(
+          f"MatmulConfig.num_warps must be a power of two in [1, 32], got {self.num_warps!r}"
+      )
+    if not isinstance(self.num_stages, int) or self.num_stages < 1:
+      raise ValueError(f"MatmulConfig.num_stages must be an int >= 1, got {self.num_stages!r}")
+    if not isinstance(self.n_major, bool):
+      raise ValueError(f"MatmulConfig.n_major must be a bool, got {self.n_major!r}")

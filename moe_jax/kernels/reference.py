@@ -81,3 +81,54 @@ def slot_dots(src: jax.Array, index: jax.Array, g: jax.Array) -> jax.Array:
   valid, rows = _rows(src, index)  # [T, K], [T, K, H]
   prod = rows.astype(jnp.float32) * g.astype(jnp.float32)[:, None, :]
   return jnp.where(valid, jnp.sum(prod, axis=-1), 0.0)
+
+
+def _group_rows(tile_group: jax.Array, num_rows: int, num_groups: int) -> jax.Array:
+  """[E] rows of each group: its tile count times the tile height."""
+  tile_rows = num_rows // tile_group.shape[0]
+  counts = jnp.sum(tile_group[None, :] == jnp.arange(num_groups, dtype=jnp.int32)[:, None],
+                   axis=1, dtype=jnp.int32)
+  return counts * tile_rows
+
+
+def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs: bool = False,
+        out_dtype=None, precision=None) -> jax.Array:
+  """out[r] = lhs[r] @ rhs[group(r)] (rhs[group(r)].T if transpose_rhs); 0 for no group.
+
+  `lax.ragged_dot` over the tile layout, so tiles must be sorted by group with the
+  group-less tiles last (the dispatch lays them out so).
+
+  Args:
+    lhs: [R, K]; rhs: [E, K, N] ([E, N, K] if transpose_rhs); tile_group: [R/TM] int32.
+
+  Returns:
+    [R, N] of out_dtype (lhs.dtype when None), accumulated in float32.
+  """
+  if transpose_rhs:
+    rhs = jnp.swapaxes(rhs, 1, 2)
+  sizes = _group_rows(tile_group, lhs.shape[0], rhs.shape[0])
+  out = jax.lax.ragged_dot(lhs, rhs.astype(lhs.dtype), sizes, precision=precision,
+                           preferred_element_type=jnp.float32)
+  return out.astype(out_dtype or lhs.dtype)
+
+
+def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: int,
+         out_dtype=None, precision=None) -> jax.Array:
+  """out[e] = sum over the rows r of group e of lhs[r].T @ rhs[r] -> [E, K, N].
+
+  `lax.ragged_dot_general` with the rows as a ragged contracting dimension; tiles
+  sorted by group as for `gmm`.
+
+  Args:
+    lhs: [R, K]; rhs: [R, N]; tile_group: [R/TM] int32; num_groups: E.
+
+  Returns:
+    [E, K, N] of out_dtype (lhs.dtype when None), accumulated in float32.
+  """
+  sizes = _group_rows(tile_group, lhs.shape[0], num_groups)
+  dims = jax.lax.RaggedDotDimensionNumbers(
+      dot_dimension_numbers=(([0], [0]), ([], [])), lhs_ragged_dimensions=[0],
+      rhs_group_dimensions=[])
+  out = jax.lax.ragged_dot_general(lhs, rhs.astype(lhs.dtype), sizes, dims,
+                                   precision=precision, preferred_element_type=jnp.float32)
+  return out.astype(out_dtype or lhs.dtype)

@@ -69,3 +69,51 @@ def test_capacity_formula():
 def test_bad_index_dtype():
   with pytest.raises(ValueError, match="expert_indices must be int32, got int64|float32"):
     make_dispatch(jnp.zeros((3, 2), jnp.float32), 4, None)
+
+
+@pytest.mark.parametrize("tile_rows", [None, 16, 32])
+@pytest.mark.parametrize("pattern", ["random", "one_expert", "one_each", "balanced"])
+def test_dropless_tile_layout(pattern, tile_rows):
+  rng = np.random.default_rng(7)
+  e, t, k = 5, 37, 2
+  idx = {
+      "random": np.stack([rng.choice(e, k, replace=False) for _ in range(t)]),
+      "one_expert": np.stack([[3, 1]] * t),  # two experts hold everything
+      "one_each": np.stack([[i % e, (i + 1) % e] for i in range(t)])[:3],
+      "balanced": np.stack([[(2 * i) % e, (2 * i + 1) % e] for i in range(t)]),
+  }[pattern]
+  _check(idx, e, None)
+  meta = make_dispatch(jnp.asarray(idx, jnp.int32), e, None, tile_rows=tile_rows)
+  tm = meta.tile_rows
+  assert tm == (tile_rows or 16)  # next_pow2(M / E) clamped to >= 16
+  counts = np.bincount(idx.reshape(-1), minlength=e)
+  tiles = -(-counts // tm)
+  tile_expert = np.asarray(meta.tile_expert)
+  # Tiles in expert order, each expert ceil(count / TM) of them, unused tiles last.
+  want = np.concatenate([np.repeat(np.arange(e), tiles),
+                         np.full(len(tile_expert) - tiles.sum(), -1)])
+  np.testing.assert_array_equal(tile_expert, want)
+  # Every slot sits in a tile of its own expert, in slot order within the expert.
+  ci = np.asarray(meta.combine_index)
+  row_expert = np.repeat(tile_expert, tm)
+  np.testing.assert_array_equal(row_expert[ci], idx)
+  sorted_row = np.asarray(meta.sorted_row)
+  assert np.all(np.diff(sorted_row) > 0)
+  np.testing.assert_array_equal(np.asarray(meta.gather_slot)[sorted_row], meta.sort_order)
+
+
+def test_dropless_tile_count_bound_is_tight_enough():
+  # Worst case: every expert holds one slot past a tile boundary.
+  e, tm = 4, 16
+  idx = np.repeat(np.arange(e), tm + 1)[:, None]  # 68 slots, 17 per expert
+  meta = make_dispatch(jnp.asarray(idx, jnp.int32), e, None, tile_rows=tm)
+  assert np.all(np.asarray(meta.tile_expert) >= 0)  # all 8 tiles are used
+  assert meta.num_rows == 8 * tm
+
+
+def test_bad_tile_rows():
+  with pytest.raises(ValueError, match=r"tile_rows must be None or \(dropless only\) a power of "
+                                       r"two >= 16, got 24 with capacity=None"):
+    make_dispatch(jnp.zeros((3, 2), jnp.int32), 4, None, tile_rows=24)
+  with pytest.raises(ValueError, match="got 16 with capacity=4"):
+    make_dispatch(jnp.zeros((3, 2), jnp.int32), 4, 4, tile_rows=16)

@@ -136,6 +136,19 @@ def test_pallas_kernels_really_run(impl, present):
   for name in ("moe_gather_rows", "moe_combine_rows"):
     assert (name in fwd) == present
   assert ("moe_slot_dots" in bwd) == present
+  assert "moe_gmm" not in fwd  # binned experts are XLA einsums
+
+
+@pytest.mark.parametrize("impl,present", [("pallas", True), ("xla", False)])
+def test_dropless_grouped_matmul_kernels_run(impl, present):
+  cfg = _config(implementation=impl, capacity_factor=None)
+  params = _params(cfg)
+  x = jnp.ones((8, cfg.hidden_size))
+  fwd = str(jax.make_jaxpr(lambda p, x: moe_forward(p, x, cfg))(params, x))
+  bwd = str(jax.make_jaxpr(jax.grad(lambda p, x: moe_forward(p, x, cfg)[0].sum()))(params, x))
+  assert ("moe_gmm" in fwd) == present
+  assert ("moe_tgmm" in bwd) == present
+  assert ("ragged_dot" in fwd) != present
 
 
 def test_state_dict_round_trip_and_prefix():

@@ -1,0 +1,176 @@
+"""gmm / tgmm: both implementations against float64 NumPy, and the API's errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from moe_jax.kernels import MatmulConfig, default_matmul_config, gmm, tgmm
+
+from ._support import Twin, normal
+
+HIGHEST = jax.lax.Precision.HIGHEST
+# Error bound against float64: |got - want| <= (K + 1) * 2^-24 * (|a| @ |b|) for the f32
+# products and the f32 sum of K of them in any order (the classic gamma_K bound), plus,
+# by output dtype, one final rounding.
+F32_UNIT = 2.0**-24
+OUTPUT_ROUNDING = {
+    jnp.float32: (0.0, "f32 output: the accumulator is returned as is"),
+    jnp.bfloat16: (2.0**-8, "bf16 output: one rounding of the f32 sum (2^-8 relative)"),
+}
+# (E, K, N, TM, tile_group): K and N off every block, an expert with no tile, unused
+# tiles at the end, a single tile, and the GPT-OSS width 2880 (no power-of-two block
+# divides it).
+CASES = [
+    (3, 40, 72, 16, [0, 0, 2, 2, 2, -1]),
+    (4, 64, 128, 32, [1, 1, 3, -1, -1]),
+    (1, 24, 20, 16, [0]),
+    (2, 2880, 48, 16, [0, 1, 1]),
+    (5, 96, 200, 16, [0, 1, 2, 3, 4, 4, 4, -1]),
+]
+
+
+def _np_gmm(lhs, rhs, tile_group, transpose_rhs=False, absolute=False):
+  lhs, rhs = np.asarray(lhs, np.float64), np.asarray(rhs, np.float64)
+  if absolute:
+    lhs, rhs = np.abs(lhs), np.abs(rhs)
+  if transpose_rhs:
+    rhs = np.swapaxes(rhs, 1, 2)
+  tm = lhs.shape[0] // len(tile_group)
+  out = np.zeros((lhs.shape[0], rhs.shape[2]))
+  for t, g in enumerate(tile_group):
+    if g >= 0:
+      out[t * tm:(t + 1) * tm] = lhs[t * tm:(t + 1) * tm] @ rhs[g]
+  return out
+
+
+def _np_tgmm(lhs, rhs, tile_group, num_groups, absolute=False):
+  lhs, rhs = np.asarray(lhs, np.float64), np.asarray(rhs, np.float64)
+  if absolute:
+    lhs, rhs = np.abs(lhs), np.abs(rhs)
+  tm = lhs.shape[0] // len(tile_group)
+  out = np.zeros((num_groups, lhs.shape[1], rhs.shape[1]))
+  for t, g in enumerate(tile_group):
+    if g >= 0:
+      out[g] += lhs[t * tm:(t + 1) * tm].T @ rhs[t * tm:(t + 1) * tm]
+  return out
+
+
+def _operands(case, dtype, transpose_rhs=False, seed=0):
+  e, k, n, tm, groups = case
+  lhs = normal(seed, (len(groups) * tm, k), dtype)
+  rhs = normal(seed + 1, (e, n, k) if transpose_rhs else (e, k, n), dtype)
+  return lhs, rhs, jnp.asarray(groups, jnp.int32)
+
+
+def _assert_close(got, oracle, dtype, *args, **kwargs):
+  """got against oracle(*args) in float64, within the bound above."""
+  want = oracle(*args, **kwargs)
+  magnitude = oracle(*args, **kwargs, absolute=True)
+  num_terms = args[0].shape[1] if oracle is _np_gmm else args[0].shape[0]
+  bound = (num_terms + 1) * F32_UNIT * magnitude + OUTPUT_ROUNDING[dtype][0] * np.abs(want)
+  err = np.abs(np.asarray(got, np.float64) - want)
+  assert np.all(err <= bound + 1e-30), f"max excess {np.max(err - bound)}"
+
+
+class GroupedMatmul(Twin):
+
+  @pytest.mark.parametrize("transpose_rhs", [False, True])
+  @pytest.mark.parametrize("case", CASES)
+  def test_gmm_float32(self, case, transpose_rhs):
+    lhs, rhs, groups = _operands(case, jnp.float32, transpose_rhs)
+    got = self.pallas(gmm, lhs, rhs, groups, transpose_rhs=transpose_rhs, precision=HIGHEST)
+    assert got.shape == (lhs.shape[0], rhs.shape[1] if transpose_rhs else rhs.shape[2])
+    _assert_close(got, _np_gmm, jnp.float32, lhs, rhs, np.asarray(groups), transpose_rhs)
+
+  @pytest.mark.parametrize("case", CASES[:2])
+  def test_gmm_bfloat16(self, case):
+    lhs, rhs, groups = _operands(case, jnp.bfloat16, seed=3)
+    got = self.pallas(gmm, lhs, rhs, groups)
+    assert got.dtype == jnp.bfloat16
+    _assert_close(got, _np_gmm, jnp.bfloat16, lhs, rhs, np.asarray(groups))
+
+  def test_gmm_unused_tiles_are_zero_even_over_nan(self):
+    lhs, rhs, groups = _operands(CASES[0], jnp.float32)
+    lhs = lhs.at[-16:].set(jnp.nan)  # the last tile has no group
+    got = np.asarray(self.pallas(gmm, lhs, rhs, groups, precision=HIGHEST))
+    assert np.all(got[-16:] == 0)
+
+  @pytest.mark.parametrize("case", CASES)
+  def test_tgmm_float32(self, case):
+    e, _, n, _, groups = case
+    lhs, _, tile_group = _operands(case, jnp.float32, seed=5)
+    rhs = normal(7, (lhs.shape[0], n), jnp.float32)
+    got = self.pallas(tgmm, lhs, rhs, tile_group, num_groups=e, precision=HIGHEST)
+    assert got.shape == (e, lhs.shape[1], n)
+    _assert_close(got, _np_tgmm, jnp.float32, lhs, rhs, groups, e)
+
+  def test_tgmm_bfloat16_small_blocks(self):
+    e, _, n, _, groups = CASES[4]
+    lhs, _, tile_group = _operands(CASES[4], jnp.bfloat16, seed=8)
+    rhs = normal(9, (lhs.shape[0], n), jnp.bfloat16)
+    config = MatmulConfig(block_n=32, block_k=16, num_warps=2, num_stages=1)
+    got = self.pallas(tgmm, lhs, rhs, tile_group, num_groups=e, config=config)
+    _assert_close(got, _np_tgmm, jnp.bfloat16, lhs, rhs, groups, e)
+
+  @pytest.mark.parametrize("n_major", [False, True])
+  def test_gmm_explicit_config(self, n_major):
+    lhs, rhs, groups = _operands(CASES[4], jnp.float32, seed=10)
+    config = MatmulConfig(block_n=64, block_k=16, num_warps=4, num_stages=2, n_major=n_major)
+    got = self.pallas(gmm, lhs, rhs, groups, config=config, precision=HIGHEST)
+    _assert_close(got, _np_gmm, jnp.float32, lhs, rhs, np.asarray(groups))
+
+
+@pytest.mark.gpu
+class TestGroupedMatmulGpu(GroupedMatmul):
+  INTERPRET = False
+
+
+class TestGroupedMatmulInterpret(GroupedMatmul):
+  INTERPRET = True
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_xla_matches_float64(case):
+  e, _, n, _, groups = case
+  lhs, rhs, tile_group = _operands(case, jnp.float32, seed=11)
+  got = gmm(lhs, rhs, tile_group, implementation="xla", precision=HIGHEST)
+  _assert_close(got, _np_gmm, jnp.float32, lhs, rhs, groups)
+  g = normal(12, (lhs.shape[0], n), jnp.float32)
+  got = tgmm(lhs, g, tile_group, num_groups=e, implementation="xla", precision=HIGHEST)
+  _assert_close(got, _np_tgmm, jnp.float32, lhs, g, groups, e)
+
+
+def test_default_config():
+  assert default_matmul_config(128, 2880, 5760, jnp.bfloat16) == MatmulConfig(
+      block_n=256, block_k=64, num_warps=8, num_stages=4)
+  assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, transposed=True) == MatmulConfig(
+      block_n=128, block_k=128, num_warps=8, num_stages=3)
+  small = default_matmul_config(16, 20, 24, jnp.float32)
+  assert (small.block_n, small.block_k, small.num_warps) == (32, 32, 4)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(lhs=jnp.zeros((48, 8)), groups=jnp.zeros(2, jnp.int32)),
+     r"lhs rows must be num_tiles \* TM .* got R=48 rows for num_tiles=2"),
+    (dict(lhs=jnp.zeros((16, 8)), groups=jnp.zeros(2, jnp.int32)),
+     r"TM a power of two >= 16; got R=16 rows for num_tiles=2"),
+    (dict(groups=np.zeros(2, np.int64)), r"tile_group must be an int32 \[num_tiles\] array"),
+    (dict(rhs=jnp.zeros((2, 9, 4))), r"rhs must have K=8 \(lhs columns\) on axis 1, got shape"),
+    (dict(lhs=jnp.zeros((32, 8), jnp.int32)), r"lhs must be a floating \[R, K\] array"),
+])
+def test_gmm_errors(kwargs, match):
+  args = dict(lhs=jnp.zeros((32, 8)), rhs=jnp.zeros((2, 8, 4)), groups=jnp.zeros(2, jnp.int32))
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    gmm(args["lhs"], args["rhs"], args["groups"], implementation="xla")
+
+
+def test_tgmm_errors():
+  with pytest.raises(ValueError, match=r"rhs must be \[R=32, N\], got shape \(16, 4\)"):
+    tgmm(jnp.zeros((32, 8)), jnp.zeros((16, 4)), jnp.zeros(2, jnp.int32), num_groups=2)
+  with pytest.raises(ValueError, match="num_groups must be an int >= 1, got 0"):
+    tgmm(jnp.zeros((32, 8)), jnp.zeros((32, 4)), jnp.zeros(2, jnp.int32), num_groups=0)
+  with pytest.raises(ValueError, match="config must be a MatmulConfig or None, got dict"):
+    gmm(jnp.zeros((32, 8)), jnp.zeros((2, 8, 4)), jnp.zeros(2, jnp.int32), config={})
+  with pytest.raises(ValueError, match=r"MatmulConfig.block_n must be a power of two >= 16"):
+    MatmulConfig(block_n=24)
