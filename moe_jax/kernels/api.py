@@ -229,6 +229,10 @@ def slot_dots(
   return _slot_dot.slot_dots(src, index, g, config=config, interpret=_interpret(interpret))
 
 
+# An expert matrix up to this size stays in an H100's L2 (50 MB) while its tiles are read.
+_L2_BYTES = 48 << 20
+
+
 def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
                           transposed: bool = False) -> MatmulConfig:
   """Tiles for `gmm` (or, with transposed, `tgmm`) with row tile TM, reduction K, N.
@@ -237,6 +241,10 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   8 warps, 4 stages in bf16 (48 KB of shared memory per stage at TM = 128); tgmm,
   whose loop loads [TM, BK] and [TM, BN] tiles, with BK = BN = 128 and 3 stages.
   float32 tiles take twice the bytes, so they are halved. All shrink for small K, N.
+  gmm launches the column blocks of a row tile together (`n_major`) when one expert's
+  [K, N] matrix fits the H100's 50 MB L2 (measured 1.36x faster on gpt-oss-20b, whose
+  experts are 33 and 17 MB), and the row tiles of a column block together otherwise
+  (1.3-1.5x faster on sonic-medium's 235 and 117 MB experts).
   """
   wide = jnp.dtype(dtype).itemsize >= 4
   if transposed:
@@ -246,8 +254,9 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   block_k = min(block_k, max(16, _next_pow2(k)))
   block_n = min(block_n, max(16, _next_pow2(n)))
   num_warps = 8 if tile_rows >= 64 and block_n >= 128 else 4
+  n_major = not transposed and k * n * jnp.dtype(dtype).itemsize <= _L2_BYTES
   return MatmulConfig(block_n=block_n, block_k=block_k, num_warps=num_warps,
-                      num_stages=stages)
+                      num_stages=stages, n_major=n_major)
 
 
 def _next_pow2(n: int) -> int:

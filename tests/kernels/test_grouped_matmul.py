@@ -142,7 +142,8 @@ def test_xla_matches_float64(case):
 
 def test_default_config():
   assert default_matmul_config(128, 2880, 5760, jnp.bfloat16) == MatmulConfig(
-      block_n=256, block_k=64, num_warps=8, num_stages=4)
+      block_n=256, block_k=64, num_warps=8, num_stages=4, n_major=True)  # 33 MB expert
+  assert not default_matmul_config(128, 4096, 28672, jnp.bfloat16).n_major  # 235 MB
   assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, transposed=True) == MatmulConfig(
       block_n=128, block_k=128, num_warps=8, num_stages=3)
   small = default_matmul_config(16, 20, 24, jnp.float32)
