@@ -46,14 +46,20 @@ def read(paths: Iterable[str]) -> list[dict]:
 
 
 def merge(records: Sequence[dict]) -> tuple[list[dict], list[dict], list[dict]]:
-  """(envs, floors, rows): rows deduplicated by ROW_KEY (the last one wins), with their
-  derived figures recomputed against the best floors measured on their device."""
+  """(envs, floors, rows): rows deduplicated by ROW_KEY, with their derived figures
+  recomputed against the best floors measured on their device.
+
+  The last measured (ok or error) row of a key wins; a skipped row (e.g. cut by a
+  later run's deadline) never replaces a measured one.
+  """
   envs = [r for r in records if r.get("record") == "env"]
   floor_recs = [r for r in records if r.get("record") == "floor"]
   rows: dict[tuple, dict] = {}
   for r in records:
     if r.get("record") == "row":
-      rows[tuple(r.get(k) for k in ROW_KEY)] = r
+      key = tuple(r.get(k) for k in ROW_KEY)
+      if r.get("status") != "skipped" or rows.get(key, r).get("status") == "skipped":
+        rows[key] = r
   best = {}
   for device in {r.get("device") for r in floor_recs}:
     best[device] = floors.best([r for r in floor_recs if r.get("device") == device])

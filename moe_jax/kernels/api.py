@@ -23,6 +23,7 @@ from moe_jax.kernels.block_config import (
     BlockConfig,
     MatmulConfig,
     default_config,
+    next_power_of_two,
 )
 
 Implementation = Literal["xla", "pallas"]
@@ -251,16 +252,22 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
     block_k, block_n, stages = (64, 64, 3) if wide else (128, 128, 3)
   else:
     block_k, block_n, stages = (32, 128, 3) if wide else (64, 256, 4)
-  block_k = min(block_k, max(16, _next_pow2(k)))
-  block_n = min(block_n, max(16, _next_pow2(n)))
+  block_k = min(block_k, max(16, next_power_of_two(k)))
+  block_n = min(block_n, max(16, next_power_of_two(n)))
   num_warps = 8 if tile_rows >= 64 and block_n >= 128 else 4
   n_major = not transposed and k * n * jnp.dtype(dtype).itemsize <= _L2_BYTES
   return MatmulConfig(block_n=block_n, block_k=block_k, num_warps=num_warps,
                       num_stages=stages, n_major=n_major)
 
 
-def _next_pow2(n: int) -> int:
-  return 1 << max(n - 1, 0).bit_length()
+def _check_matmul_options(config, lhs: jax.Array, out_dtype) -> jnp.dtype:
+  """Validates a grouped matmul's config and returns its output dtype."""
+  if config is not None and not isinstance(config, MatmulConfig):
+    raise ValueError(f"config must be a MatmulConfig or None, got {type(config).__name__}")
+  out_dtype = jnp.dtype(lhs.dtype if out_dtype is None else out_dtype)
+  if not jnp.issubdtype(out_dtype, jnp.floating):
+    raise ValueError(f"out_dtype must be a floating dtype, got {out_dtype}")
+  return out_dtype
 
 
 def _check_tiles(lhs: jax.Array, tile_group: jax.Array) -> int:
@@ -323,9 +330,7 @@ def gmm(
   if rhs.shape[k_axis] != lhs.shape[1]:
     raise ValueError(f"rhs must have K={lhs.shape[1]} (lhs columns) on axis {k_axis}"
                      f"{' (transpose_rhs)' if transpose_rhs else ''}, got shape {rhs.shape}")
-  if config is not None and not isinstance(config, MatmulConfig):
-    raise ValueError(f"config must be a MatmulConfig or None, got {type(config).__name__}")
-  out_dtype = jnp.dtype(lhs.dtype if out_dtype is None else out_dtype)
+  out_dtype = _check_matmul_options(config, lhs, out_dtype)
   if impl == "xla":
     return reference.gmm(lhs, rhs, tile_group, transpose_rhs=transpose_rhs,
                          out_dtype=out_dtype, precision=precision)
@@ -372,9 +377,7 @@ def tgmm(
     raise ValueError(f"rhs must be [R={lhs.shape[0]}, N], got shape {np.shape(rhs)}")
   if not isinstance(num_groups, int) or num_groups < 1:
     raise ValueError(f"num_groups must be an int >= 1, got {num_groups!r}")
-  if config is not None and not isinstance(config, MatmulConfig):
-    raise ValueError(f"config must be a MatmulConfig or None, got {type(config).__name__}")
-  out_dtype = jnp.dtype(lhs.dtype if out_dtype is None else out_dtype)
+  out_dtype = _check_matmul_options(config, lhs, out_dtype)
   if impl == "xla":
     return reference.tgmm(lhs, rhs, tile_group, num_groups=num_groups, out_dtype=out_dtype,
                           precision=precision)

@@ -17,6 +17,14 @@ def _is_power_of_two(n: int) -> bool:
   return n >= 1 and (n & (n - 1)) == 0
 
 
+def _check_launch(owner: str, num_warps, num_stages) -> None:
+  """Validates Triton launch parameters; errors name `owner`'s field."""
+  if not isinstance(num_warps, int) or not (_is_power_of_two(num_warps) and num_warps <= 32):
+    raise ValueError(f"{owner}.num_warps must be a power of two in [1, 32], got {num_warps!r}")
+  if not isinstance(num_stages, int) or num_stages < 1:
+    raise ValueError(f"{owner}.num_stages must be an int >= 1, got {num_stages!r}")
+
+
 def next_power_of_two(n: int) -> int:
   """Smallest power of two >= max(n, 1)."""
   return 1 << max(n - 1, 0).bit_length()
@@ -54,14 +62,7 @@ class BlockConfig:
           f"BlockConfig.block_rows * block_h must be <= {_MAX_TILE_ELEMENTS} elements"
           f" (Triton's largest tensor), got {self.block_rows} * {self.block_h}"
       )
-    if not isinstance(self.num_warps, int) or not (
-        _is_power_of_two(self.num_warps) and self.num_warps <= 32
-    ):
-      raise ValueError(
-          f"BlockConfig.num_warps must be a power of two in [1, 32], got {self.num_warps!r}"
-      )
-    if not isinstance(self.num_stages, int) or self.num_stages < 1:
-      raise ValueError(f"BlockConfig.num_stages must be an int >= 1, got {self.num_stages!r}")
+    _check_launch("BlockConfig", self.num_warps, self.num_stages)
 
 
 def default_block_h(h: int) -> int:
@@ -119,13 +120,6 @@ class MatmulConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or not _is_power_of_two(value) or value < 16:
         raise ValueError(f"MatmulConfig.{name} must be a power of two >= 16, got {value!r}")
-    if not isinstance(self.num_warps, int) or not (
-        _is_power_of_two(self.num_warps) and self.num_warps <= 32
-    ):
-      raise ValueError(
-          f"MatmulConfig.num_warps must be a power of two in [1, 32], got {self.num_warps!r}"
-      )
-    if not isinstance(self.num_stages, int) or self.num_stages < 1:
-      raise ValueError(f"MatmulConfig.num_stages must be an int >= 1, got {self.num_stages!r}")
+    _check_launch("MatmulConfig", self.num_warps, self.num_stages)
     if not isinstance(self.n_major, bool):
       raise ValueError(f"MatmulConfig.n_major must be a bool, got {self.n_major!r}")

@@ -68,3 +68,17 @@ def test_report_merges_runs(run, tmp_path, capsys):
   assert "## Side by side" in text and "## tiny" in text
   rows = [r for r in _records(merged) if r["record"] == "row"]
   assert len(rows) == 2 * len([r for r in _records(out) if r["record"] == "row"])
+
+
+def test_merge_keeps_measured_rows_over_later_skips():
+  from bench import report
+  key = dict(record="row", device="d", config="c", component="layer", mode="fwd",
+             framework="jax", impl="xla/binned")
+  ok1, ok2 = dict(key, status="ok", wall_ms_median=2.0), dict(key, status="ok", wall_ms_median=1.0)
+  skip = dict(key, status="skipped", skipped_reason="deadline")
+  other = dict(key, impl="pallas/binned", status="skipped", skipped_reason="deadline")
+  _, _, rows = report.merge([ok1, skip, other])
+  assert sorted((r["impl"], r["status"]) for r in rows) == [("pallas/binned", "skipped"),
+                                                            ("xla/binned", "ok")]
+  _, _, rows = report.merge([ok1, skip, ok2])  # a later measurement still wins
+  assert [r["wall_ms_median"] for r in rows] == [1.0]
