@@ -19,6 +19,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from moe_jax.kernels.block_config import next_power_of_two
+
 # Largest dropless row tile: the grouped matmul's M tile on a GPU.
 MAX_TILE_ROWS = 128
 # Smallest: Triton's dot needs at least 16 rows.
@@ -31,8 +33,7 @@ def dropless_tile_rows(num_slots: int, num_experts: int) -> int:
   Small batches (few rows per expert) get small tiles, so padding each expert to a
   tile costs little; large ones get the 128-row tile the grouped matmul runs best at.
   """
-  per_expert = max(1, -(-num_slots // num_experts))
-  tile = 1 << (per_expert - 1).bit_length()
+  tile = next_power_of_two(-(-num_slots // num_experts))
   return min(MAX_TILE_ROWS, max(MIN_TILE_ROWS, tile))
 
 

@@ -96,11 +96,16 @@ def grouped_linear(x: jax.Array, w: jax.Array, tile_expert: jax.Array, *,
   return _grouped_linear(x, w.astype(x.dtype), tile_expert, precision, implementation)
 
 
-def _row_bias(bias: jax.Array, tile_expert: jax.Array, tile_rows: int) -> jax.Array:
-  """[R, F] f32 bias of each row's expert; 0 on the rows of unused tiles."""
+def _add_tile_bias(h: jax.Array, bias: jax.Array, tile_expert: jax.Array) -> jax.Array:
+  """h [R, F] + the f32 bias of each row's expert (0 on unused tiles) -> [R, F] f32.
+
+  The bias is broadcast per tile ([num_tiles, 1, F]), never materialised per row.
+  """
+  num_tiles = tile_expert.shape[0]
   b = bias.astype(jnp.float32)[jnp.maximum(tile_expert, 0)]  # [num_tiles, F]
   b = jnp.where((tile_expert >= 0)[:, None], b, 0.0)
-  return jnp.repeat(b, tile_rows, axis=0)
+  h = h.astype(jnp.float32).reshape(num_tiles, -1, h.shape[-1]) + b[:, None, :]
+  return h.reshape(-1, h.shape[-1])
 
 
 def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.Array,
@@ -120,11 +125,9 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
     which nothing reads).
   """
   dtype = rows.dtype
-  tile_rows = rows.shape[0] // tile_expert.shape[0]
   lin = dict(precision=precision, implementation=implementation)
   h = grouped_linear(rows, gate_up_proj, tile_expert, **lin)  # [R, 2I]
-  h = h.astype(jnp.float32) + _row_bias(gate_up_proj_bias, tile_expert, tile_rows)
+  h = _add_tile_bias(h, gate_up_proj_bias, tile_expert)
   a = glu(h, activation=activation, alpha=alpha, limit=limit).astype(dtype)  # [R, I]
   out = grouped_linear(a, down_proj, tile_expert, **lin)  # [R, H]
-  out = out.astype(jnp.float32) + _row_bias(down_proj_bias, tile_expert, tile_rows)
-  return out.astype(dtype)
+  return _add_tile_bias(out, down_proj_bias, tile_expert).astype(dtype)

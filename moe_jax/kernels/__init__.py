@@ -1,10 +1,13 @@
-"""Row primitives of the MoE layer, each with an "xla" and a "pallas" implementation.
+"""Row primitives and grouped matmuls of the MoE layer, each "xla" or "pallas".
 
 - `gather_rows(src [N,H], index [R], scale [R] | None) -> [R,H]`: dispatch.
 - `combine_rows(src [N,H], index [T,K], weight [T,K] | None) -> [T,H]`: weighted
   gather-reduce back to tokens, summed over k in order, in float32.
 - `slot_dots(src [N,H], index [T,K], g [T,H]) -> [T,K]`: per-slot dot products, the
   routing-weight gradient of `combine_rows`.
+- `gmm(lhs [R,K], rhs [E,K,N], tile_group [R/TM]) -> [R,N]`: grouped matmul over
+  expert-aligned row tiles (the dropless experts); `tgmm(lhs [R,K], g [R,N]) -> [E,K,N]`
+  its weight gradient. Their kernels live in `grouped_matmul.py`.
 
 An index < 0 marks an empty slot (reads nothing, contributes exactly 0).
 

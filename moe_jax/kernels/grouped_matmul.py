@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from moe_jax import _compat
-from moe_jax.kernels import _tiles
+from moe_jax.kernels import _tiles, reference
 from moe_jax.kernels.block_config import MatmulConfig
 
 GMM_NAME = "moe_gmm"
@@ -166,8 +166,7 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: i
   n = rhs.shape[1]
   (num_tiles,) = tile_group.shape
   tile_rows = num_rows // num_tiles
-  counts = jnp.sum(tile_group[None, :] == jnp.arange(num_groups, dtype=jnp.int32)[:, None],
-                   axis=1, dtype=jnp.int32)  # [E]
+  counts = reference.group_tiles(tile_group, num_groups)  # [E]
   start = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(counts, dtype=jnp.int32)])
   bn, bk = config.block_n, config.block_k
   kernel = functools.partial(_tgmm_kernel, k=k, n=n, tile_rows=tile_rows, block_k=bk,

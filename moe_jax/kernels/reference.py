@@ -83,12 +83,15 @@ def slot_dots(src: jax.Array, index: jax.Array, g: jax.Array) -> jax.Array:
   return jnp.where(valid, jnp.sum(prod, axis=-1), 0.0)
 
 
+def group_tiles(tile_group: jax.Array, num_groups: int) -> jax.Array:
+  """[E] int32 number of tiles of each group (tiles with group < 0 count for none)."""
+  return jnp.sum(tile_group[None, :] == jnp.arange(num_groups, dtype=jnp.int32)[:, None],
+                 axis=1, dtype=jnp.int32)
+
+
 def _group_rows(tile_group: jax.Array, num_rows: int, num_groups: int) -> jax.Array:
   """[E] rows of each group: its tile count times the tile height."""
-  tile_rows = num_rows // tile_group.shape[0]
-  counts = jnp.sum(tile_group[None, :] == jnp.arange(num_groups, dtype=jnp.int32)[:, None],
-                   axis=1, dtype=jnp.int32)
-  return counts * tile_rows
+  return group_tiles(tile_group, num_groups) * (num_rows // tile_group.shape[0])
 
 
 def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs: bool = False,
