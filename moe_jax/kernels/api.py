@@ -230,22 +230,25 @@ def slot_dots(
   return _slot_dot.slot_dots(src, index, g, config=config, interpret=_interpret(interpret))
 
 
-# An expert matrix up to this size stays in an H100's L2 (50 MB) while its tiles are read.
-_L2_BYTES = 48 << 20
+# Longest band of row tiles that gmm launches together (see `MatmulConfig.row_band`).
+_MAX_ROW_BAND = 16
 
 
 def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
-                          transposed: bool = False) -> MatmulConfig:
+                          transposed: bool = False,
+                          tiles_per_expert: int | None = None) -> MatmulConfig:
   """Tiles for `gmm` (or, with transposed, `tgmm`) with row tile TM, reduction K, N.
 
   From a sweep on an H100 (bench/NOTES.md): gmm runs best with BN = 256, BK = 64,
   8 warps, 4 stages in bf16 (48 KB of shared memory per stage at TM = 128); tgmm,
   whose loop loads [TM, BK] and [TM, BN] tiles, with BK = BN = 128 and 3 stages.
   float32 tiles take twice the bytes, so they are halved. All shrink for small K, N.
-  gmm launches the column blocks of a row tile together (`n_major`) when one expert's
-  [K, N] matrix fits the H100's 50 MB L2 (measured 1.36x faster on gpt-oss-20b, whose
-  experts are 33 and 17 MB), and the row tiles of a column block together otherwise
-  (1.3-1.5x faster on sonic-medium's 235 and 117 MB experts).
+
+  gmm's launch order: a band of about one expert's row tiles (`tiles_per_expert`,
+  the average number of row tiles per expert, clamped to [1, 16]; 1 when unknown),
+  so that the ~132 programs resident on an H100 read one expert's weight columns
+  and a few row tiles instead of one column block of many experts (which re-reads
+  lhs from HBM once per column block).
   """
   wide = jnp.dtype(dtype).itemsize >= 4
   if transposed:
@@ -255,9 +258,11 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   block_k = min(block_k, max(16, next_power_of_two(k)))
   block_n = min(block_n, max(16, next_power_of_two(n)))
   num_warps = 8 if tile_rows >= 64 and block_n >= 128 else 4
-  n_major = not transposed and k * n * jnp.dtype(dtype).itemsize <= _L2_BYTES
+  row_band = None
+  if not transposed:
+    row_band = max(1, min(_MAX_ROW_BAND, tiles_per_expert or 1))
   return MatmulConfig(block_n=block_n, block_k=block_k, num_warps=num_warps,
-                      num_stages=stages, n_major=n_major)
+                      num_stages=stages, row_band=row_band)
 
 
 def _check_matmul_options(config, lhs: jax.Array, out_dtype) -> jnp.dtype:
@@ -335,7 +340,9 @@ def gmm(
     return reference.gmm(lhs, rhs, tile_group, transpose_rhs=transpose_rhs,
                          out_dtype=out_dtype, precision=precision)
   n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
-  config = config or default_matmul_config(tile_rows, lhs.shape[1], n, lhs.dtype)
+  config = config or default_matmul_config(
+      tile_rows, lhs.shape[1], n, lhs.dtype,
+      tiles_per_expert=tile_group.shape[0] // rhs.shape[0])
   return _grouped_matmul.gmm(lhs, rhs.astype(lhs.dtype), tile_group,
                              transpose_rhs=transpose_rhs, out_dtype=out_dtype,
                              precision=precision, config=config,

@@ -104,16 +104,19 @@ class MatmulConfig:
       (tgmm's K), a power of two >= 16.
     num_warps: Triton warps per program, a power of two in [1, 32].
     num_stages: Triton software-pipelining stages of the K loop, >= 1.
-    n_major: gmm only: launch the column blocks of one row tile together (they share
-      its lhs rows in L2) instead of the row tiles of one column block (which share
-      the expert's weight columns).
+    row_band: gmm only: the launch order. Programs are launched band by band, a band
+      being `row_band` consecutive row tiles; inside a band, the band's row tiles for
+      one column block come together, then the next column block. Programs resident
+      at the same time then share a few row tiles of lhs and a few column blocks of
+      one expert's matrix in L2. 1 launches all column blocks of a row tile together;
+      None (one band of every tile) all row tiles of a column block.
   """
 
   block_n: int = 128
   block_k: int = 64
   num_warps: int = 4
   num_stages: int = 3
-  n_major: bool = False
+  row_band: int | None = None
 
   def __post_init__(self):
     for name in ("block_n", "block_k"):
@@ -121,5 +124,8 @@ class MatmulConfig:
       if not isinstance(value, int) or not _is_power_of_two(value) or value < 16:
         raise ValueError(f"MatmulConfig.{name} must be a power of two >= 16, got {value!r}")
     _check_launch("MatmulConfig", self.num_warps, self.num_stages)
-    if not isinstance(self.n_major, bool):
-      raise ValueError(f"MatmulConfig.n_major must be a bool, got {self.n_major!r}")
+    if self.row_band is not None and (
+        not isinstance(self.row_band, int) or isinstance(self.row_band, bool)
+        or self.row_band < 1):
+      raise ValueError(
+          f"MatmulConfig.row_band must be an int >= 1 or None, got {self.row_band!r}")

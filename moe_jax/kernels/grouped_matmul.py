@@ -9,8 +9,12 @@ to none (`tile_group < 0`). Two kernels:
 
 gmm: one program per (row tile, column block of N), looping over K in blocks of BK;
 the loop is what Triton software-pipelines (`num_stages`). A tile of no group writes
-zeros. tgmm: one program per (group, K block, N block), looping over that group's
-tiles [tile_start[e], tile_start[e+1]); a group with no tile writes zeros.
+zeros. The grid is 1-D and `_tile_and_column` maps the launch index to (row tile,
+column block) in bands of `config.row_band` row tiles, so that the programs
+resident at one time share lhs rows and weight columns in L2.
+tgmm: one program per (K block, N block, group), looping over that group's tiles
+[tile_start[e], tile_start[e+1]); a group with no tile writes zeros. The group is
+the slowest grid axis, so resident programs read the same group's rows.
 """
 from __future__ import annotations
 
@@ -42,13 +46,27 @@ def _masked_load(ref, mask: jax.Array | None) -> jax.Array:
   return _tiles.load(ref, mask, 0)
 
 
+def _tile_and_column(pid, num_tiles: int, num_cols: int, row_band: int):
+  """(row tile, column block) of launch index `pid` of a 1-D gmm grid.
+
+  Launch indices go band by band, a band being `row_band` consecutive row tiles
+  (the last one may be short); inside a band the row tile varies fastest. A
+  bijection from [0, num_tiles * num_cols) onto the (tile, column) pairs.
+  """
+  per_band = row_band * num_cols
+  first = (pid // per_band) * row_band
+  size = jnp.minimum(num_tiles - first, row_band)
+  local = pid % per_band
+  return first + local % size, local // size
+
+
 def _gmm_kernel(group_ref, lhs_ref, rhs_ref, out_ref, *, k: int, n: int, block_k: int,
-                block_n: int, transpose_rhs: bool, precision, col_axis: int):
+                block_n: int, transpose_rhs: bool, precision, position):
   """One [TM, BN] tile of out. Refs: group [1], lhs [TM, K], rhs [E, K, N] (or
-  [E, N, K]), out [TM, BN]. The column block is grid axis `col_axis`."""
+  [E, N, K]), out [TM, BN]. `position(pid)` is (row tile, column block)."""
   group = group_ref[0]
-  j = pl.program_id(col_axis)
-  col_mask = _tiles.tail_mask(col_axis, block_n, n)  # [BN] or None
+  _, j = position(pl.program_id(0))
+  col_mask = _range_mask(j * block_n, block_n, n)  # [BN] or None
   tile_rows = out_ref.shape[0]
 
   @pl.when(group >= 0)
@@ -100,26 +118,25 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
   tile_rows = num_rows // num_tiles
   n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
   bn, bk = config.block_n, config.block_k
-  # Grid axis 0 varies fastest in launch order: with n_major the programs of one row
-  # tile (same lhs rows) run together; otherwise those of one column block.
-  col_axis = 0 if config.n_major else 1
+  num_cols = pl.cdiv(n, bn)
+  position = functools.partial(_tile_and_column, num_tiles=num_tiles, num_cols=num_cols,
+                               row_band=min(config.row_band or num_tiles, num_tiles))
   kernel = functools.partial(_gmm_kernel, k=k, n=n, block_k=bk, block_n=bn,
                              transpose_rhs=transpose_rhs, precision=precision,
-                             col_axis=col_axis)
-  grid = (num_tiles, pl.cdiv(n, bn))
+                             position=position)
 
-  def ij(f):  # index maps take (tile, column block) whatever the grid order
-    return (lambda j, i: f(i, j)) if config.n_major else f
+  def tile(pid):
+    return position(pid)[0]
   return pl.pallas_call(
       kernel,
       out_shape=jax.ShapeDtypeStruct((num_rows, n), out_dtype),
-      grid=grid[::-1] if config.n_major else grid,
+      grid=(num_tiles * num_cols,),
       in_specs=[
-          pl.BlockSpec((1,), ij(lambda i, j: (i,))),
-          pl.BlockSpec((tile_rows, k), ij(lambda i, j: (i, 0))),
-          pl.BlockSpec(rhs.shape, ij(lambda i, j: (0, 0, 0))),  # the kernel picks the group
+          pl.BlockSpec((1,), lambda pid: (tile(pid),)),
+          pl.BlockSpec((tile_rows, k), lambda pid: (tile(pid), 0)),
+          pl.BlockSpec(rhs.shape, lambda pid: (0, 0, 0)),  # the kernel picks the group
       ],
-      out_specs=pl.BlockSpec((tile_rows, bn), ij(lambda i, j: (i, j))),
+      out_specs=pl.BlockSpec((tile_rows, bn), position),
       compiler_params=_compat.triton_compiler_params(
           num_warps=config.num_warps, num_stages=config.num_stages),
       interpret=interpret,
@@ -130,11 +147,11 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
 def _tgmm_kernel(start_ref, lhs_ref, rhs_ref, out_ref, *, k: int, n: int, tile_rows: int,
                  block_k: int, block_n: int, precision):
   """One [BK, BN] tile of out[e]. Refs: start [E+1] (all), lhs [R, BK], rhs [R, BN],
-  out [BK, BN] (group dim squeezed)."""
-  e = pl.program_id(0)
+  out [BK, BN] (group dim squeezed). Grid (K block, N block, group)."""
+  e = pl.program_id(2)
   first, last = start_ref[e], start_ref[e + 1]
-  k_mask = _tiles.tail_mask(1, block_k, k)
-  n_mask = _tiles.tail_mask(2, block_n, n)
+  k_mask = _tiles.tail_mask(0, block_k, k)
+  n_mask = _tiles.tail_mask(1, block_n, n)
 
   def body(t, acc):
     rows = pl.ds(t * tile_rows, tile_rows)
@@ -174,13 +191,15 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: i
   return pl.pallas_call(
       kernel,
       out_shape=jax.ShapeDtypeStruct((num_groups, k, n), out_dtype),
-      grid=(num_groups, pl.cdiv(k, bk), pl.cdiv(n, bn)),
+      # Axis 0 varies fastest in launch order: the programs resident together are the
+      # K and N blocks of one group, which re-read its rows from L2, not from HBM.
+      grid=(pl.cdiv(k, bk), pl.cdiv(n, bn), num_groups),
       in_specs=[
-          pl.BlockSpec((num_groups + 1,), lambda e, i, j: (0,)),
-          pl.BlockSpec((num_rows, bk), lambda e, i, j: (0, i)),
-          pl.BlockSpec((num_rows, bn), lambda e, i, j: (0, j)),
+          pl.BlockSpec((num_groups + 1,), lambda i, j, e: (0,)),
+          pl.BlockSpec((num_rows, bk), lambda i, j, e: (0, i)),
+          pl.BlockSpec((num_rows, bn), lambda i, j, e: (0, j)),
       ],
-      out_specs=pl.BlockSpec((_compat.SQUEEZED, bk, bn), lambda e, i, j: (e, i, j)),
+      out_specs=pl.BlockSpec((_compat.SQUEEZED, bk, bn), lambda i, j, e: (e, i, j)),
       compiler_params=_compat.triton_compiler_params(
           num_warps=config.num_warps, num_stages=config.num_stages),
       interpret=interpret,

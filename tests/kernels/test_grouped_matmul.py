@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from moe_jax.kernels import MatmulConfig, default_matmul_config, gmm, tgmm
+from moe_jax.kernels.grouped_matmul import _tile_and_column
 
 from ._support import Twin, normal
 
@@ -112,10 +113,11 @@ class GroupedMatmul(Twin):
     got = self.pallas(tgmm, lhs, rhs, tile_group, num_groups=e, config=config)
     _assert_close(got, _np_tgmm, jnp.bfloat16, lhs, rhs, groups, e)
 
-  @pytest.mark.parametrize("n_major", [False, True])
-  def test_gmm_explicit_config(self, n_major):
+  # 8 row tiles x 4 column blocks: every tile and column once, a short last band (3).
+  @pytest.mark.parametrize("row_band", [None, 1, 3, 8, 20])
+  def test_gmm_launch_orders(self, row_band):
     lhs, rhs, groups = _operands(CASES[4], jnp.float32, seed=10)
-    config = MatmulConfig(block_n=64, block_k=16, num_warps=4, num_stages=2, n_major=n_major)
+    config = MatmulConfig(block_n=64, block_k=16, num_warps=4, num_stages=2, row_band=row_band)
     got = self.pallas(gmm, lhs, rhs, groups, config=config, precision=HIGHEST)
     _assert_close(got, _np_gmm, jnp.float32, lhs, rhs, np.asarray(groups))
 
@@ -140,10 +142,22 @@ def test_xla_matches_float64(case):
   _assert_close(got, _np_tgmm, jnp.float32, lhs, g, groups, e)
 
 
+@pytest.mark.parametrize("num_tiles,num_cols,band", [(8, 4, 3), (5, 7, 1), (6, 2, 6), (7, 3, 2)])
+def test_launch_position_is_the_banded_order(num_tiles, num_cols, band):
+  """_tile_and_column against the order written out in NumPy: bands of `band` tiles,
+  tile fastest inside a band, every (tile, column) exactly once."""
+  want = [(t, c) for first in range(0, num_tiles, band) for c in range(num_cols)
+          for t in range(first, min(first + band, num_tiles))]
+  pid = jnp.arange(num_tiles * num_cols, dtype=jnp.int32)
+  tile, col = _tile_and_column(pid, num_tiles=num_tiles, num_cols=num_cols, row_band=band)
+  assert list(zip(np.asarray(tile).tolist(), np.asarray(col).tolist())) == want
+
+
 def test_default_config():
-  assert default_matmul_config(128, 2880, 5760, jnp.bfloat16) == MatmulConfig(
-      block_n=256, block_k=64, num_warps=8, num_stages=4, n_major=True)  # 33 MB expert
-  assert not default_matmul_config(128, 4096, 28672, jnp.bfloat16).n_major  # 235 MB
+  assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, tiles_per_expert=4) == (
+      MatmulConfig(block_n=256, block_k=64, num_warps=8, num_stages=4, row_band=4))
+  assert default_matmul_config(128, 4096, 28672, jnp.bfloat16, tiles_per_expert=40).row_band == 16
+  assert default_matmul_config(128, 4096, 28672, jnp.bfloat16).row_band == 1
   assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, transposed=True) == MatmulConfig(
       block_n=128, block_k=128, num_warps=8, num_stages=3)
   small = default_matmul_config(16, 20, 24, jnp.float32)
@@ -175,3 +189,5 @@ def test_tgmm_errors():
     gmm(jnp.zeros((32, 8)), jnp.zeros((2, 8, 4)), jnp.zeros(2, jnp.int32), config={})
   with pytest.raises(ValueError, match=r"MatmulConfig.block_n must be a power of two >= 16"):
     MatmulConfig(block_n=24)
+  with pytest.raises(ValueError, match=r"MatmulConfig.row_band must be an int >= 1 or None, got 0"):
+    MatmulConfig(row_band=0)
