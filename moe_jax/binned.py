@@ -4,11 +4,15 @@ Each is a `jax.custom_vjp` written once over the row primitives of
 `moe_jax.kernels` (gather_rows, combine_rows, slot_dots), so the same VJP serves
 the "xla" and "pallas" implementations:
 
-  gather:  fwd  buf[r]  = x[token(r)]                       (gather_rows)
+  gather:  fwd  buf[r]  = x[token(r)]                       (pack)
            bwd  dx[t]   = sum_k dbuf[row(t, k)]             (combine_rows, unweighted)
   scatter: fwd  y[t]    = sum_k w[t, k] * buf[row(t, k)]    (combine_rows, f32 accumulation)
-           bwd  dbuf[r] = w[slot(r)] * dy[token(r)]         (gather_rows with a row scale)
+           bwd  dbuf[r] = w[slot(r)] * dy[token(r)]         (pack with a slot scale)
                 dw[t,k] = <buf[row(t, k)], dy[t]> in f32    (slot_dots)
+
+`_pack` fills the buffer from the token side on "pallas" (`scatter_rows`: each token
+row read once, written to its K rows) and from the row side on "xla" (`gather_rows`:
+XLA's gather is fast where its scatter is not).
 
 Dropped slots have row -1 and empty buffer rows have token -1: both contribute
 zero to the output and to every gradient. No atomics anywhere, so results are
@@ -26,9 +30,24 @@ from moe_jax.config import check_implementation
 from moe_jax.dispatch import DispatchMeta
 
 
+def _pack(src, gather_token, combine_index, implementation, scale=None, gather_slot=None):
+  """buf[r] = src[token(r)] (* scale[slot(r)]), 0 for empty rows: [R, H].
+
+  scale is [T, K] (per slot); the "xla" path needs gather_slot [R] to read it per row.
+  """
+  if kernels.resolve_implementation(implementation) == "pallas":
+    return kernels.scatter_rows(src, combine_index, scale, num_rows=gather_token.shape[0],
+                                implementation="pallas")
+  row_scale = None
+  if scale is not None:
+    flat = scale.reshape(-1)
+    row_scale = jnp.where(gather_slot >= 0, flat[jnp.maximum(gather_slot, 0)], 0.0)  # [R]
+  return kernels.gather_rows(src, gather_token, row_scale, implementation="xla")
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _gather(x, gather_token, combine_index, implementation):
-  return kernels.gather_rows(x, gather_token, implementation=implementation)
+  return _pack(x, gather_token, combine_index, implementation)
 
 
 def _gather_fwd(x, gather_token, combine_index, implementation):
@@ -58,9 +77,8 @@ def _scatter_fwd(rows, weights, combine_index, gather_token, gather_slot, implem
 
 def _scatter_bwd(implementation, res, g):
   rows, weights, combine_index, gather_token, gather_slot = res
-  flat_w = weights.reshape(-1)
-  row_scale = jnp.where(gather_slot >= 0, flat_w[jnp.maximum(gather_slot, 0)], 0.0)  # [R]
-  d_rows = kernels.gather_rows(g, gather_token, row_scale, implementation=implementation)
+  d_rows = _pack(g, gather_token, combine_index, implementation, scale=weights,
+                 gather_slot=gather_slot)
   d_weights = kernels.slot_dots(rows, combine_index, g, implementation=implementation)  # [T, K]
   return d_rows.astype(rows.dtype), d_weights.astype(weights.dtype), None, None, None
 

@@ -1,6 +1,8 @@
 """Row primitives and grouped matmuls of the MoE layer, each "xla" or "pallas".
 
 - `gather_rows(src [N,H], index [R], scale [R] | None) -> [R,H]`: dispatch.
+- `scatter_rows(src [T,H], dest [T,K], scale [T,K] | None) -> [R,H]`: the same
+  dispatch written from the token side (each source row read once).
 - `combine_rows(src [N,H], index [T,K], weight [T,K] | None) -> [T,H]`: weighted
   gather-reduce back to tokens, summed over k in order, in float32.
 - `slot_dots(src [N,H], index [T,K], g [T,H]) -> [T,K]`: per-slot dot products, the
@@ -50,6 +52,7 @@ from moe_jax.kernels.api import (
     gather_rows,
     gmm,
     resolve_implementation,
+    scatter_rows,
     slot_dots,
     tgmm,
 )
@@ -66,6 +69,7 @@ __all__ = [
     "gather_rows",
     "gmm",
     "resolve_implementation",
+    "scatter_rows",
     "slot_dots",
     "tgmm",
 ]

@@ -16,6 +16,7 @@ from moe_jax.kernels import combine as _combine
 from moe_jax.kernels import gather as _gather
 from moe_jax.kernels import grouped_matmul as _grouped_matmul
 from moe_jax.kernels import reference
+from moe_jax.kernels import scatter as _scatter
 from moe_jax.kernels import slot_dot as _slot_dot
 from moe_jax.kernels.block_config import (
     GATHER_TILE_ELEMENTS,
@@ -122,6 +123,67 @@ def gather_rows(
     return reference.gather_rows(src, index, scale)
   config = config or default_config(num_rows, h, tile_elements=GATHER_TILE_ELEMENTS)
   return _gather.gather_rows(src, index, scale, config=config, interpret=_interpret(interpret))
+
+
+def scatter_rows(
+    src: jax.Array,
+    dest: jax.Array,
+    scale: jax.Array | None = None,
+    *,
+    num_rows: int,
+    implementation: Implementation | None = None,
+    config: BlockConfig | None = None,
+    interpret: bool | None = None,
+) -> jax.Array:
+  """Scatters rows: out[dest[t, k]] = src[t] (* scale[t, k]); rows no slot targets are 0.
+
+  The same buffer as `gather_rows(src, index)` when `index` is dest's inverse (the
+  dispatch's `gather_token` and `combine_index` are), written from the token side:
+  the Pallas kernel reads each source row once instead of K times.
+
+  Args:
+    src: [T, H] source rows.
+    dest: [T, K] int32 destination row of each slot; entries in [0, R) must be
+      distinct (the kernel does not check: a repeated row gets one of its writers);
+      entries < 0 or >= R write nothing.
+    scale: optional [T, K] floating per-slot factor (computed in float32).
+    num_rows: R, rows of the output.
+    implementation: "xla" (an XLA scatter), "pallas", or None for the best here.
+    config: Pallas tiles: block_rows source rows per program; None picks
+      `default_config(T, H, tile_elements=8192)`. Ignored by "xla".
+    interpret: Pallas only: run the kernel in the interpreter. None means "when the
+      default backend is not a GPU".
+
+  Returns:
+    [R, H] of src.dtype.
+
+  Example:
+    >>> src = jnp.arange(4.0).reshape(2, 2)
+    >>> scatter_rows(src, jnp.array([[2, -1], [0, 1]], jnp.int32), num_rows=4)
+    Array([[2., 3.],
+           [2., 3.],
+           [0., 1.],
+           [0., 0.]], dtype=float32)
+  """
+  impl = resolve_implementation(implementation)
+  _check_src(src, floating=scale is not None)
+  if np.ndim(dest) != 2 or np.shape(dest)[0] != np.shape(src)[0] or dest.dtype != jnp.int32:
+    raise ValueError(f"dest must be an int32 [T={np.shape(src)[0]}, K] array, got shape "
+                     f"{np.shape(dest)} and dtype {dest.dtype}")
+  if scale is not None:
+    _check_float("scale", scale, np.shape(dest), "[T, K]")
+    scale = scale.astype(jnp.float32)
+  if not isinstance(num_rows, int) or isinstance(num_rows, bool) or num_rows < 0:
+    raise ValueError(f"num_rows must be an int >= 0, got {num_rows!r}")
+  _check_config(config)
+  (num_tokens, h), top_k = np.shape(src), np.shape(dest)[1]
+  if num_rows == 0 or h == 0 or num_tokens == 0 or top_k == 0:
+    return jnp.zeros((num_rows, h), src.dtype)
+  if impl == "xla":
+    return reference.scatter_rows(src, dest, scale, num_rows=num_rows)
+  config = config or default_config(num_tokens, h, tile_elements=GATHER_TILE_ELEMENTS)
+  return _scatter.scatter_rows(src, dest, scale, num_rows=num_rows, config=config,
+                               interpret=_interpret(interpret))
 
 
 def combine_rows(
