@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from moe_jax import kernels, make_dispatch
+from moe_jax.kernels import BlockConfig
 
 
 def timeit(f, *args, n=50):
@@ -47,4 +48,17 @@ for layout, capacity in (("binned cf1.25", int(np.ceil(1.25 * T * K / E))), ("dr
                    (T * H * 2 + rows * H * 2) / ms / 1e6), equal_outputs=same)
     res.append(row)
     print(row, flush=True)
+# Tiles of the scatter on the binned layout (default: 32 rows x 256 columns, 4 warps).
+meta = make_dispatch(idx, E, int(np.ceil(1.25 * T * K / E)))
+for br, bh, warps in [(16, 256, 4), (64, 256, 4), (8, 1024, 4), (16, 512, 4), (32, 512, 8),
+                      (16, 1024, 8), (64, 128, 4)]:
+  config = BlockConfig(block_rows=br, block_h=bh, num_warps=warps)
+  f = jax.jit(lambda x, c=config: kernels.scatter_rows(
+      x, meta.combine_index, num_rows=meta.num_rows, implementation="pallas", config=c))
+  ms = min(timeit(f, x, n=25) for x in xs[:2])
+  row = dict(layout="binned cf1.25", rows=meta.num_rows, op="scatter_rows", config=str(config),
+             ms=round(ms, 4), gbps_strict=round(strict / ms / 1e6),
+             gbps_written_rows=round((T * H * 2 + meta.num_rows * H * 2) / ms / 1e6))
+  res.append(row)
+  print(row, flush=True)
 json.dump(res, open(sys.argv[1], "w"), indent=1)
