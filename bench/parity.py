@@ -53,7 +53,8 @@ def reference_candidates(framework: str, component: str, variant: str | None, im
       "combine": [variant],
       "experts": ["binned"] if variant == "binned" else ["grouped"],
       "layer": (["binned", "binned_loop"] if variant == "binned" else
-                ["grouped", "gpt_oss_loop", "transformers/eager", "gpt_oss_dense"]),
+                ["grouped", "grouped+compile", "gpt_oss_loop", "transformers/eager",
+                 "gpt_oss_dense"]),
   }[component]
   other = [("torch", i) for i in torch_ref] if framework == "jax" else [("jax", i) for i in jax_ref]
   same = [("jax", i) for i in jax_ref] if framework == "jax" else [("torch", i) for i in torch_ref]

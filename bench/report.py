@@ -23,7 +23,8 @@ NOTES = [
     "wall = median wall time per call over back-to-back calls with one sync per sample; "
     "kernel = median per-call sum of GPU kernel times from CUPTI (n/a without a GPU).",
     "`!` marks a row whose output disagrees with its reference beyond tolerance: it is "
-    "still timed and listed, never counted as best.",
+    "still timed and listed, never counted as best. A parity of `—` means no reference "
+    "for the row ran in its run: it is listed, but not counted as best either.",
     "% roofline = max(FLOPs / matmul floor, min bytes / copy floor) / wall time; the copy "
     "floor is measured on a buffer larger than the caches, so rows whose data fit in cache "
     "can exceed 100%.",
@@ -45,12 +46,24 @@ def read(paths: Iterable[str]) -> list[dict]:
   return out
 
 
+def _evidence(row: dict) -> int:
+  """0 skipped, 1 errored, 2 timed without a parity verdict, 3 timed and checked."""
+  if row.get("status") == "skipped":
+    return 0
+  if not _ok(row):
+    return 1
+  return 2 if row.get("parity_ok") is None else 3
+
+
 def merge(records: Sequence[dict]) -> tuple[list[dict], list[dict], list[dict]]:
   """(envs, floors, rows): rows deduplicated by ROW_KEY, with their derived figures
   recomputed against the best floors measured on their device.
 
-  The last measured (ok or error) row of a key wins; a skipped row (e.g. cut by a
-  later run's deadline) never replaces a measured one.
+  Of the rows of one key, a later row replaces an earlier one unless it carries less
+  evidence (`_evidence`): a skipped row (e.g. cut by a later run's deadline) never
+  replaces a measured one, an errored row never replaces a timed one, and a timed row
+  whose run had no parity reference never replaces a timed row with a parity verdict
+  (pass or fail).
   """
   envs = [r for r in records if r.get("record") == "env"]
   floor_recs = [r for r in records if r.get("record") == "floor"]
@@ -58,7 +71,7 @@ def merge(records: Sequence[dict]) -> tuple[list[dict], list[dict], list[dict]]:
   for r in records:
     if r.get("record") == "row":
       key = tuple(r.get(k) for k in ROW_KEY)
-      if r.get("status") != "skipped" or rows.get(key, r).get("status") == "skipped":
+      if key not in rows or _evidence(r) >= _evidence(rows[key]):
         rows[key] = r
   best = {}
   for device in {r.get("device") for r in floor_recs}:
@@ -97,10 +110,14 @@ def _ok(row: dict) -> bool:
 
 
 def best_rows(rows: Sequence[dict]) -> dict[tuple, dict[str, dict]]:
-  """{(config, component, mode): {framework: fastest parity-ok row}}."""
+  """{(config, component, mode): {framework: fastest row that passed parity}}.
+
+  A row without a parity verdict (its run timed no reference for it) is listed in the
+  detail tables but never ranked: the summary only compares checked outputs.
+  """
   out: dict[tuple, dict[str, dict]] = {}
   for r in rows:
-    if not _ok(r) or r.get("parity_ok") is False:
+    if not _ok(r) or r.get("parity_ok") is not True:
       continue
     slot = out.setdefault((r["config"], r["component"], r["mode"]), {})
     cur = slot.get(r["framework"])

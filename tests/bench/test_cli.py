@@ -82,3 +82,22 @@ def test_merge_keeps_measured_rows_over_later_skips():
                                                             ("xla/binned", "ok")]
   _, _, rows = report.merge([ok1, skip, ok2])  # a later measurement still wins
   assert [r["wall_ms_median"] for r in rows] == [1.0]
+
+
+def test_merge_and_ranking_prefer_checked_rows():
+  from bench import report
+  key = dict(record="row", device="d", config="c", component="layer", mode="fwd",
+             framework="jax", impl="xla/binned", status="ok")
+  checked = dict(key, wall_ms_median=2.0, parity_ok=True)
+  unchecked = dict(key, wall_ms_median=1.0, parity_ok=None)
+  failed = dict(key, wall_ms_median=0.5, parity_ok=False)
+  error = dict(key, status="error", wall_ms_median=None, skipped_reason="killed")
+  for records, want in [([checked, unchecked], 2.0), ([unchecked, checked], 2.0),
+                        ([checked, failed], 0.5), ([checked, error], 2.0),
+                        ([error, unchecked], 1.0)]:
+    _, _, rows = report.merge(records)
+    assert [r["wall_ms_median"] for r in rows] == [want]
+  other = dict(key, impl="pallas/binned", wall_ms_median=0.1, parity_ok=None)
+  best = report.best_rows([checked, other, dict(key, impl="x", wall_ms_median=0.2,
+                                                parity_ok=False)])
+  assert best[("c", "layer", "fwd")]["jax"]["wall_ms_median"] == 2.0  # only checked rows rank
