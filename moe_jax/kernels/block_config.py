@@ -34,13 +34,14 @@ def next_power_of_two(n: int) -> int:
 class BlockConfig:
   """Tile of one program of a row kernel, and its Triton launch parameters.
 
-  Each program owns a `[block_rows, block_h]` tile of the output: rows are output
-  rows (R for `gather_rows`, T for `combine_rows` and `slot_dots`), columns a slice of
+  Each program owns a `[block_rows, block_h]` tile: rows are output rows (R for
+  `gather_rows`, T for `combine_rows` and `slot_dots`) or, for `scatter_rows`, source
+  rows (T) or the output rows it zeroes (R); columns a slice of
   H. Loads and stores in Triton must move a power-of-two number of elements, so both
   sizes are powers of two; tails of R, T and H are masked, never padded.
 
   Attributes:
-    block_rows: output rows per program, a power of two.
+    block_rows: rows per program (see above), a power of two.
     block_h: columns of H per program, a power of two.
     num_warps: Triton warps per program, a power of two in [1, 32].
     num_stages: Triton software-pipelining stages, >= 1 (the kernels have no loop

@@ -34,6 +34,12 @@ def gather_rows(src: jax.Array, index: jax.Array, scale: jax.Array | None = None
   return jnp.where(valid[:, None], rows, jnp.zeros((), src.dtype))
 
 
+def scatter_targets(dest: jax.Array, num_rows: int) -> jax.Array:
+  """dest with every entry outside [0, R) replaced by R, which a `mode="drop"` scatter
+  into R rows ignores (a plain negative index would wrap around)."""
+  return jnp.where((dest >= 0) & (dest < num_rows), dest, num_rows)
+
+
 def scatter_rows(src: jax.Array, dest: jax.Array, scale: jax.Array | None = None, *,
                  num_rows: int) -> jax.Array:
   """out[dest[t, k]] = src[t] (* scale[t, k] in f32); rows no slot targets are 0.
@@ -51,8 +57,7 @@ def scatter_rows(src: jax.Array, dest: jax.Array, scale: jax.Array | None = None
   rows = jnp.broadcast_to(src[:, None, :], (num_tokens, top_k, src.shape[1]))
   if scale is not None:
     rows = (rows.astype(jnp.float32) * scale.astype(jnp.float32)[..., None]).astype(src.dtype)
-  in_range = (dest >= 0) & (dest < num_rows)
-  target = jnp.where(in_range, dest, num_rows).reshape(-1)
+  target = scatter_targets(dest, num_rows).reshape(-1)
   out = jnp.zeros((num_rows, src.shape[1]), src.dtype)
   return out.at[target].set(rows.reshape(-1, src.shape[1]), mode="drop")
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from moe_jax import _compat
-from moe_jax.kernels import _tiles
+from moe_jax.kernels import _tiles, reference
 from moe_jax.kernels.block_config import BlockConfig
 
 KERNEL_NAME = "moe_scatter_rows"
@@ -92,10 +92,8 @@ def scatter_rows(src: jax.Array, dest: jax.Array, scale: jax.Array | None, *, nu
   top_k = dest.shape[1]
   br, bh = config.block_rows, config.block_h
   # The zeroing programs need to know which rows some slot fills: R flags, set by XLA.
-  # Out-of-range destinations (negative ones included) go to row R and are dropped.
-  in_range = (dest >= 0) & (dest < num_rows)
-  filled = jnp.zeros((num_rows,), jnp.int32).at[jnp.where(in_range, dest, num_rows)].set(
-      1, mode="drop")
+  filled = jnp.zeros((num_rows,), jnp.int32).at[
+      reference.scatter_targets(dest, num_rows)].set(1, mode="drop")
   num_token_blocks = pl.cdiv(num_tokens, br)
   grid = (num_token_blocks + pl.cdiv(num_rows, br), pl.cdiv(h, bh))
   whole = lambda shape: pl.BlockSpec(shape, lambda i, j: (0,) * len(shape))
