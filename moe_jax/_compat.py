@@ -19,6 +19,11 @@ What lives here, and why:
   releases, `pl.squeezed` now).
 - `pallas_call_names`: the primitive's parameter that holds `name=` changed
   (`name_and_src_info` before, `name` now); tests use it to prove a kernel ran.
+- `mosaic_gpu`: the Mosaic GPU Pallas module (`plgpu`), imported on first use so
+  that nothing about it runs at package import. Its kernels (TMA, wgmma, warp
+  specialisation) only run on a Hopper GPU.
+- `num_sms`, `is_hopper`: the GPU's multiprocessor count (for persistent grids) and
+  whether it is an sm_90 part; both are device attributes JAX does not document.
 - `lower_for_cuda`: lowers a function for CUDA on a machine without a GPU, which
   turns a kernel into Triton IR. It goes through `Traced.lower(lowering_platforms=)`,
   a semi-private argument. `CAN_LOWER_TRITON_WITHOUT_GPU` says whether that works:
@@ -53,6 +58,27 @@ SQUEEZED: Any = getattr(pl, "squeezed", None)
 def triton_compiler_params(*, num_warps: int, num_stages: int) -> Any:
   """Triton compiler params; passing them makes `pallas_call` lower through Triton."""
   return _TritonCompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+def mosaic_gpu() -> Any:
+  """The `jax.experimental.pallas.mosaic_gpu` module (imported on first use)."""
+  import jax.experimental.pallas.mosaic_gpu as plgpu  # pylint: disable=g-import-not-at-top
+  return plgpu
+
+
+def num_sms() -> int:
+  """Multiprocessors of the default device (132 on an H100 SXM)."""
+  count = getattr(jax.devices()[0], "core_count", None)
+  if not isinstance(count, int) or count < 1:
+    raise ValueError(f"the default device reports no multiprocessor count: {jax.devices()[0]}")
+  return count
+
+
+def is_hopper() -> bool:
+  """Whether the default device is an sm_90 GPU (H100, H200), where Mosaic GPU's
+  wgmma kernels run."""
+  device = jax.devices()[0]
+  return device.platform == "gpu" and str(getattr(device, "compute_capability", "")) == "9.0"
 
 
 def _jaxlib_version() -> tuple[int, ...]:

@@ -14,7 +14,9 @@ import numpy as np
 
 from moe_jax.kernels import combine as _combine
 from moe_jax.kernels import gather as _gather
+from moe_jax import _compat
 from moe_jax.kernels import grouped_matmul as _grouped_matmul
+from moe_jax.kernels import grouped_matmul_mgpu as _grouped_matmul_mgpu
 from moe_jax.kernels import reference
 from moe_jax.kernels import scatter as _scatter
 from moe_jax.kernels import slot_dot as _slot_dot
@@ -296,15 +298,41 @@ def slot_dots(
 _MAX_ROW_BAND = 16
 
 
+def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
+                   row_band: int | None) -> MatmulConfig | None:
+  """The Mosaic GPU kernels' tiles for this shape, or None where they do not apply.
+
+  From `bench/results/nvidia-h100-80gb-hbm3/mgpu-sweep/`. gmm: the widest column
+  block that divides N (256, else 192, else 128; 256 if none does), BK = 64, a 3-deep
+  TMA ring at 256 columns (a 4th slot only fits beside a narrowed epilogue, which
+  measured 2x slower), else 4. tgmm: [128, 256] output blocks, 3 stages.
+  """
+  if transposed:
+    config = MatmulConfig(block_n=256, block_k=128, num_stages=3, backend="mosaic")
+    ok = _grouped_matmul_mgpu.tgmm_supports(dtype, k, n, tile_rows, config) is None
+  else:
+    block_n = next((b for b in (256, 192, 128) if n % b == 0), 256)
+    config = MatmulConfig(block_n=block_n, block_k=64, num_stages=3 if block_n == 256 else 4,
+                          row_band=row_band, backend="mosaic")
+    ok = _grouped_matmul_mgpu.supports(dtype, k, n, tile_rows, config) is None
+  return config if ok else None
+
+
 def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
                           transposed: bool = False,
-                          tiles_per_expert: int | None = None) -> MatmulConfig:
+                          tiles_per_expert: int | None = None,
+                          interpret: bool = False) -> MatmulConfig:
   """Tiles for `gmm` (or, with transposed, `tgmm`) with row tile TM, reduction K, N.
 
-  From a sweep on an H100 (bench/NOTES.md): gmm runs best with BN = 256, BK = 64,
-  8 warps, 4 stages in bf16 (48 KB of shared memory per stage at TM = 128); tgmm,
-  whose loop loads [TM, BK] and [TM, BN] tiles, with BK = BN = 128 and 3 stages.
-  float32 tiles take twice the bytes, so they are halved. All shrink for small K, N.
+  On a Hopper GPU (not interpreting), 16-bit operands with K, N multiples of 64 run
+  the Mosaic GPU kernels (`_mosaic_config`; gmm also needs TM = 128); everything
+  else runs Triton.
+
+  Triton, from a sweep on an H100 (bench/NOTES.md): gmm runs best with BN = 256,
+  BK = 64, 8 warps, 4 stages in bf16 (48 KB of shared memory per stage at TM = 128);
+  tgmm, whose loop loads [TM, BK] and [TM, BN] tiles, with BK = BN = 128 and 3
+  stages. float32 tiles take twice the bytes, so they are halved. All shrink for
+  small K, N.
 
   gmm's launch order: a band of about one expert's row tiles (`tiles_per_expert`,
   the average number of row tiles per expert, clamped to [1, 16]; 1 when unknown),
@@ -312,6 +340,11 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   and a few row tiles instead of one column block of many experts (which re-reads
   lhs from HBM once per column block).
   """
+  row_band = None if transposed else max(1, min(_MAX_ROW_BAND, tiles_per_expert or 1))
+  if not interpret and _compat.is_hopper():
+    config = _mosaic_config(tile_rows, k, n, dtype, transposed=transposed, row_band=row_band)
+    if config is not None:
+      return config
   wide = jnp.dtype(dtype).itemsize >= 4
   if transposed:
     block_k, block_n, stages = (64, 64, 3) if wide else (128, 128, 3)
@@ -320,11 +353,21 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   block_k = min(block_k, max(16, next_power_of_two(k)))
   block_n = min(block_n, max(16, next_power_of_two(n)))
   num_warps = 8 if tile_rows >= 64 and block_n >= 128 else 4
-  row_band = None
-  if not transposed:
-    row_band = max(1, min(_MAX_ROW_BAND, tiles_per_expert or 1))
   return MatmulConfig(block_n=block_n, block_k=block_k, num_warps=num_warps,
                       num_stages=stages, row_band=row_band)
+
+
+def _check_mosaic(config: MatmulConfig, lhs: jax.Array, n: int, tile_rows: int,
+                  interpret: bool, *, transposed: bool = False) -> None:
+  """Errors for a config with backend="mosaic" that cannot run here or on these shapes."""
+  if interpret:
+    raise ValueError("config.backend='mosaic' has no interpreter: expected interpret=False"
+                     " on a Hopper GPU, got interpret=True (use backend='triton')")
+  check = _grouped_matmul_mgpu.tgmm_supports if transposed else _grouped_matmul_mgpu.supports
+  why = check(lhs.dtype, lhs.shape[1], n, tile_rows, config)
+  if why is not None:
+    raise ValueError(f"config.backend='mosaic': the Mosaic GPU {'t' if transposed else ''}gmm"
+                     f" {why}")
 
 
 def _check_matmul_options(config, lhs: jax.Array, out_dtype) -> jnp.dtype:
@@ -402,13 +445,18 @@ def gmm(
     return reference.gmm(lhs, rhs, tile_group, transpose_rhs=transpose_rhs,
                          out_dtype=out_dtype, precision=precision)
   n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
+  interpret = _interpret(interpret)
   config = config or default_matmul_config(
       tile_rows, lhs.shape[1], n, lhs.dtype,
-      tiles_per_expert=tile_group.shape[0] // rhs.shape[0])
+      tiles_per_expert=tile_group.shape[0] // rhs.shape[0], interpret=interpret)
+  if config.backend == "mosaic":
+    _check_mosaic(config, lhs, n, tile_rows, interpret)
+    return _grouped_matmul_mgpu.gmm(lhs, rhs.astype(lhs.dtype), tile_group,
+                                    transpose_rhs=transpose_rhs, out_dtype=out_dtype,
+                                    config=config, num_sms=_compat.num_sms())
   return _grouped_matmul.gmm(lhs, rhs.astype(lhs.dtype), tile_group,
                              transpose_rhs=transpose_rhs, out_dtype=out_dtype,
-                             precision=precision, config=config,
-                             interpret=_interpret(interpret))
+                             precision=precision, config=config, interpret=interpret)
 
 
 def tgmm(
@@ -450,8 +498,14 @@ def tgmm(
   if impl == "xla":
     return reference.tgmm(lhs, rhs, tile_group, num_groups=num_groups, out_dtype=out_dtype,
                           precision=precision)
+  interpret = _interpret(interpret)
   config = config or default_matmul_config(tile_rows, lhs.shape[1], rhs.shape[1], lhs.dtype,
-                                           transposed=True)
+                                           transposed=True, interpret=interpret)
+  if config.backend == "mosaic":
+    _check_mosaic(config, lhs, rhs.shape[1], tile_rows, interpret, transposed=True)
+    return _grouped_matmul_mgpu.tgmm(lhs, rhs.astype(lhs.dtype), tile_group,
+                                     num_groups=num_groups, out_dtype=out_dtype, config=config,
+                                     num_sms=_compat.num_sms())
   return _grouped_matmul.tgmm(lhs, rhs.astype(lhs.dtype), tile_group, num_groups=num_groups,
                               out_dtype=out_dtype, precision=precision, config=config,
-                              interpret=_interpret(interpret))
+                              interpret=interpret)

@@ -92,6 +92,11 @@ def default_config(num_rows: int, h: int, *, tile_elements: int) -> BlockConfig:
   return BlockConfig(block_rows=block_rows, block_h=block_h, num_warps=4, num_stages=1)
 
 
+# Kernels of the grouped matmuls: Pallas Triton (any GPU, and the CPU interpreter) or
+# Pallas Mosaic GPU (sm_90: TMA, wgmma, warp specialisation; gmm only).
+MATMUL_BACKENDS = ("triton", "mosaic")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MatmulConfig:
   """Tiles and launch parameters of the grouped matmul kernels (`gmm`, `tgmm`).
@@ -100,17 +105,22 @@ class MatmulConfig:
   dispatch), read off the operand shapes.
 
   Attributes:
-    block_n: output columns per program, a power of two >= 16.
+    block_n: output columns per program. Triton: a power of two >= 16. Mosaic: a
+      multiple of 64 up to 256 (one wgmma; 192 suits N = 2880).
     block_k: reduction columns per loop step (gmm) or output rows per program
-      (tgmm's K), a power of two >= 16.
-    num_warps: Triton warps per program, a power of two in [1, 32].
-    num_stages: Triton software-pipelining stages of the K loop, >= 1.
+      (tgmm's K). Triton: a power of two >= 16. Mosaic: a multiple of 64.
+    num_warps: Triton warps per program, a power of two in [1, 32] (Mosaic: unused,
+      a CTA is one TMA and two wgmma warpgroups).
+    num_stages: software-pipelining stages of the K loop (Mosaic: shared-memory
+      slots of the TMA ring), >= 1.
     row_band: gmm only: the launch order. Programs are launched band by band, a band
       being `row_band` consecutive row tiles; inside a band, the band's row tiles for
       one column block come together, then the next column block. Programs resident
       at the same time then share a few row tiles of lhs and a few column blocks of
       one expert's matrix in L2. 1 launches all column blocks of a row tile together;
       None (one band of every tile) all row tiles of a column block.
+    backend: "triton" or "mosaic" (gmm only, 16-bit operands, TM = 128, on a
+      Hopper GPU; no interpreter).
   """
 
   block_n: int = 128
@@ -118,11 +128,21 @@ class MatmulConfig:
   num_warps: int = 4
   num_stages: int = 3
   row_band: int | None = None
+  backend: str = "triton"
 
   def __post_init__(self):
+    if self.backend not in MATMUL_BACKENDS:
+      raise ValueError(
+          f"MatmulConfig.backend must be one of {MATMUL_BACKENDS}, got {self.backend!r}")
     for name in ("block_n", "block_k"):
       value = getattr(self, name)
-      if not isinstance(value, int) or not _is_power_of_two(value) or value < 16:
+      if self.backend == "mosaic":
+        top = 256 if name == "block_n" else None
+        if (not isinstance(value, int) or value < 64 or value % 64
+            or (top is not None and value > top)):
+          raise ValueError(f"MatmulConfig.{name} must be a multiple of 64"
+                           f"{' <= 256' if top else ''} for backend='mosaic', got {value!r}")
+      elif not isinstance(value, int) or not _is_power_of_two(value) or value < 16:
         raise ValueError(f"MatmulConfig.{name} must be a power of two >= 16, got {value!r}")
     _check_launch("MatmulConfig", self.num_warps, self.num_stages)
     if self.row_band is not None and (

@@ -9,7 +9,7 @@ to none (`tile_group < 0`). Two kernels:
 
 gmm: one program per (row tile, column block of N), looping over K in blocks of BK;
 the loop is what Triton software-pipelines (`num_stages`). A tile of no group writes
-zeros. The grid is 1-D and `_tile_and_column` maps the launch index to (row tile,
+zeros. The grid is 1-D and `tile_and_column` maps the launch index to (row tile,
 column block) in bands of `config.row_band` row tiles, so that the programs
 resident at one time share lhs rows and weight columns in L2.
 tgmm: one program per (K block, N block, group), looping over that group's tiles
@@ -46,7 +46,7 @@ def _masked_load(ref, mask: jax.Array | None) -> jax.Array:
   return _tiles.load(ref, mask, 0)
 
 
-def _tile_and_column(pid, num_tiles: int, num_cols: int, row_band: int):
+def tile_and_column(pid, num_tiles: int, num_cols: int, row_band: int):
   """(row tile, column block) of launch index `pid` of a 1-D gmm grid.
 
   Launch indices go band by band, a band being `row_band` consecutive row tiles
@@ -119,7 +119,7 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
   n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
   bn, bk = config.block_n, config.block_k
   num_cols = pl.cdiv(n, bn)
-  position = functools.partial(_tile_and_column, num_tiles=num_tiles, num_cols=num_cols,
+  position = functools.partial(tile_and_column, num_tiles=num_tiles, num_cols=num_cols,
                                row_band=min(config.row_band or num_tiles, num_tiles))
   kernel = functools.partial(_gmm_kernel, k=k, n=n, block_k=bk, block_n=bn,
                              transpose_rhs=transpose_rhs, precision=precision,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from moe_jax.kernels import MatmulConfig, default_matmul_config, gmm, tgmm
-from moe_jax.kernels.grouped_matmul import _tile_and_column
+from moe_jax.kernels.grouped_matmul import tile_and_column
 
 from ._support import Twin, normal
 
@@ -144,12 +144,12 @@ def test_xla_matches_float64(case):
 
 @pytest.mark.parametrize("num_tiles,num_cols,band", [(8, 4, 3), (5, 7, 1), (6, 2, 6), (7, 3, 2)])
 def test_launch_position_is_the_banded_order(num_tiles, num_cols, band):
-  """_tile_and_column against the order written out in NumPy: bands of `band` tiles,
+  """tile_and_column against the order written out in NumPy: bands of `band` tiles,
   tile fastest inside a band, every (tile, column) exactly once."""
   want = [(t, c) for first in range(0, num_tiles, band) for c in range(num_cols)
           for t in range(first, min(first + band, num_tiles))]
   pid = jnp.arange(num_tiles * num_cols, dtype=jnp.int32)
-  tile, col = _tile_and_column(pid, num_tiles=num_tiles, num_cols=num_cols, row_band=band)
+  tile, col = tile_and_column(pid, num_tiles=num_tiles, num_cols=num_cols, row_band=band)
   assert list(zip(np.asarray(tile).tolist(), np.asarray(col).tolist())) == want
 
 
@@ -157,10 +157,12 @@ def test_default_config():
   assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, tiles_per_expert=4) == (
       MatmulConfig(block_n=256, block_k=64, num_warps=8, num_stages=4, row_band=4))
   assert default_matmul_config(128, 4096, 28672, jnp.bfloat16, tiles_per_expert=40).row_band == 16
-  assert default_matmul_config(128, 4096, 28672, jnp.bfloat16).row_band == 1
-  assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, transposed=True) == MatmulConfig(
+  # the Triton configs (interpret=True: never the Mosaic ones, whatever the machine)
+  assert default_matmul_config(128, 4096, 28672, jnp.bfloat16, interpret=True).row_band == 1
+  assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, transposed=True,
+                               interpret=True) == MatmulConfig(
       block_n=128, block_k=128, num_warps=8, num_stages=3)
-  small = default_matmul_config(16, 20, 24, jnp.float32)
+  small = default_matmul_config(16, 20, 24, jnp.float32, interpret=True)
   assert (small.block_n, small.block_k, small.num_warps) == (32, 32, 4)
 
 

@@ -1,0 +1,360 @@
+"""Hopper grouped matmul through Pallas Mosaic GPU: TMA loads, wgmma, warp specialisation.
+
+The same contract as the Triton `grouped_matmul.gmm` (rows in tiles of TM rows, each
+tile of one group or of none, `tile_group < 0`), for bf16/f16 operands on an sm_90 GPU:
+
+  out[r] = lhs[r] @ rhs[g(r)]            ([R, K] x [E, K, N] -> [R, N])
+  (or lhs[r] @ rhs[g(r)].T, rhs [E, N, K], for the input gradient)
+
+One CTA per SM loops over the (row tile, column block) pairs in the same banded order
+as the Triton kernel (`grouped_matmul.tile_and_column`). Inside a CTA, one warpgroup
+issues TMA copies of [TM, BK] lhs and [BK, BN] weight blocks into a ring of
+`num_stages` shared-memory slots; two compute warpgroups each run wgmma on half of
+the [TM, BN] output tile (split along rows when BN/2 is not a multiple of 64, else
+along columns) and store it through shared memory with TMA. A tile of no group
+stores zeros without reading anything.
+
+Mosaic GPU has no interpreter on CPU: this kernel runs on a Hopper GPU only and is
+tested there (`pytest -m gpu`); CI tests the Triton kernel, which shares the launch
+order and the contract.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from moe_jax import _compat
+from moe_jax.kernels import reference
+from moe_jax.kernels.block_config import MatmulConfig
+from moe_jax.kernels.grouped_matmul import tile_and_column
+
+GMM_NAME = "moe_gmm_mgpu"
+TGMM_NAME = "moe_tgmm_mgpu"
+# Registers kept by the TMA warpgroup; the compute warpgroups get the rest.
+_MEMORY_REGISTERS = 40
+# Columns of one epilogue store (a [rows, 64] bf16 block is one 128-byte swizzle row).
+_EPILOGUE_N = 64
+_SWIZZLE_ELEMS = 64  # 128-byte swizzle in 16-bit elements
+# Shared memory a CTA may use on an H100 (227 KB), less room for the barriers.
+_SMEM_BYTES = 232448 - 2048
+
+
+def _edge_problem(name: str, size: int) -> str | None:
+  """Blocks may run past the edge of K or N (TMA zero-fills those reads and drops those
+  stores), but the array's extent must be a whole number of 128-byte swizzle tiles."""
+  if size % _SWIZZLE_ELEMS:
+    return f"needs {name}={size} a multiple of {_SWIZZLE_ELEMS}"
+  return None
+
+
+def supports(lhs_dtype, k: int, n: int, tile_rows: int, config: MatmulConfig) -> str | None:
+  """None if the gmm kernel takes these shapes, else why not (for errors and fallbacks)."""
+  if jnp.dtype(lhs_dtype).itemsize != 2:
+    return f"needs 16-bit operands, got {jnp.dtype(lhs_dtype)}"
+  if tile_rows != 128:
+    return f"needs row tiles of TM=128, got {tile_rows}"
+  return _edge_problem("K", k) or _edge_problem("N", n)
+
+
+def _transforms(plgpu, dtype, minor: int):
+  """Swizzled tiles of shared memory for blocks whose rows hold `minor` elements."""
+  row_bytes = minor * jnp.dtype(dtype).itemsize
+  swizzle = min(128, row_bytes)
+  return (plgpu.TilingTransform((8, swizzle // jnp.dtype(dtype).itemsize)),
+          plgpu.SwizzleTransform(swizzle))
+
+
+def _split_rows(block_n: int) -> bool:
+  """The two compute warpgroups split the output tile by rows when halving BN would
+  cut a 64-column swizzle tile, else by columns (which reads less shared memory)."""
+  return (block_n // 2) % _SWIZZLE_ELEMS != 0
+
+
+def epilogue_n(tile_rows: int, config: MatmulConfig, in_bytes: int, out_bytes: int) -> int:
+  """Columns per epilogue store: 64, or 32 when the TMA ring and two double-buffered
+  [rows, 64] staging blocks per warpgroup would not fit in shared memory."""
+  ring = config.num_stages * (tile_rows + config.block_n) * config.block_k * in_bytes
+  wg_m = tile_rows // 2 if _split_rows(config.block_n) else tile_rows
+  staging = 2 * 2 * wg_m * _EPILOGUE_N * out_bytes
+  return _EPILOGUE_N if ring + staging <= _SMEM_BYTES else _EPILOGUE_N // 2
+
+
+def _store(plgpu, staging, out_ref, width: int, epi_n: int, value_of) -> None:
+  """Stores one warpgroup's [rows, width] block to out_ref, epi_n columns at a time,
+  through the two staging slots `staging[2]` so that one TMA store runs while the next
+  block is staged. value_of(columns) gives the block's values for a column slice."""
+  plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+  for c in range(width // epi_n):
+    slot = c % 2
+    cs = slice(c * epi_n, (c + 1) * epi_n)
+    plgpu.wait_smem_to_gmem(1, wait_read_only=True)
+    staging[slot] = value_of(cs)
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(staging.at[slot], out_ref.at[:, cs])
+
+
+def _accumulate_then_store(plgpu, shape: tuple[int, int], out_dtype, store):
+  """The compute warpgroups' context of a pipeline: a zeroed f32 accumulator of
+  `shape` for the pipeline to run into, then its value stored in out_dtype."""
+  def context(run):
+    @functools.partial(pl.run_scoped, acc=plgpu.ACC(shape, jnp.float32))
+    def _(acc):
+      run(acc)
+      value = acc[...].astype(out_dtype)
+      store(lambda cs: value[:, cs])
+  return context
+
+
+def _launch(plgpu, body, out_shape: tuple[int, ...], out_dtype, num_sms: int):
+  """A persistent kernel: one CTA of three warpgroups ("wg") per SM ("sm")."""
+  return plgpu.kernel(
+      body,
+      out_type=jax.ShapeDtypeStruct(out_shape, out_dtype),
+      grid=(num_sms,),
+      grid_names=("sm",),
+      num_threads=3,
+      thread_name="wg",
+      compiler_params=plgpu.CompilerParams(
+          lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
+  )
+
+
+def _kernel(group_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_tiles: int, num_cols: int,
+            tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
+            row_band: int, transpose_rhs: bool, epi_n: int):
+  plgpu = _compat.mosaic_gpu()
+  split_rows = _split_rows(block_n)
+  wg_m = tile_rows // 2 if split_rows else tile_rows
+  wg_n = block_n if split_rows else block_n // 2
+  out_dtype = out_gmem.dtype
+  tf = _transforms(plgpu, lhs_gmem.dtype, block_k)
+  a_spec = plgpu.BlockSpec((tile_rows, block_k), lambda kk: (0, kk), transforms=tf)
+  if transpose_rhs:
+    b_spec = plgpu.BlockSpec((block_n, block_k), lambda kk: (0, kk), transforms=tf)
+  else:
+    b_spec = plgpu.BlockSpec((block_k, block_n), lambda kk: (kk, 0),
+                             transforms=_transforms(plgpu, lhs_gmem.dtype, block_n))
+
+  def pipeline(body, context):
+    return plgpu.emit_pipeline_warp_specialized(
+        body, grid=(k_steps,), memory_registers=_MEMORY_REGISTERS, in_specs=[a_spec, b_spec],
+        wg_axis="wg", num_compute_wgs=2, max_concurrent_steps=stages,
+        compute_context=context)
+
+  ignore = lambda *_, **__: None
+  b_shape_ref = rhs_gmem.at[0]
+  position = functools.partial(tile_and_column, num_tiles=num_tiles, num_cols=num_cols,
+                               row_band=row_band)
+
+  @functools.partial(
+      pl.run_scoped,
+      allocs=pipeline(ignore, ignore).get_allocations(lhs_gmem, b_shape_ref),
+      out_smem=plgpu.SMEM((2, 2, wg_m, epi_n), out_dtype,
+                        transforms=_transforms(plgpu, out_dtype, epi_n)),
+      collective_axes="wg",
+  )
+  def _scope(allocs, out_smem):
+    wg = jax.lax.axis_index("wg")
+    wg_rows = pl.ds(wg * wg_m, wg_m) if split_rows else slice(None)
+    wg_cols = slice(None) if split_rows else pl.ds(wg * wg_n, wg_n)
+
+    @plgpu.nd_loop((num_tiles * num_cols,), collective_axes="sm")
+    def _loop(info):
+      (pid,) = info.index
+      t, j = position(pid)
+      group = group_gmem[t]
+      out_tile = out_gmem.at[pl.ds(t * tile_rows, tile_rows), pl.ds(j * block_n, block_n)]
+      out_tile = out_tile.at[wg_rows, wg_cols]
+
+      store = functools.partial(_store, plgpu, out_smem.at[wg], out_tile, wg_n, epi_n)
+      context = _accumulate_then_store(plgpu, (wg_m, wg_n), out_dtype, store)
+
+      def mma(_, a_smem, b_smem, acc):
+        if transpose_rhs:
+          b = b_smem.at[wg_cols].transpose((1, 0))
+        else:
+          b = b_smem.at[:, wg_cols]
+        plgpu.wgmma(acc, a_smem.at[wg_rows], b)
+        plgpu.wgmma_wait(0)
+        return acc
+
+      @pl.when(group >= 0)
+      def _():
+        weights = rhs_gmem.at[group]
+        cols = pl.ds(j * block_n, block_n)
+        b_gmem = weights.at[cols, :] if transpose_rhs else weights.at[:, cols]
+        pipeline(mma, context)(lhs_gmem.at[pl.ds(t * tile_rows, tile_rows), :], b_gmem,
+                               allocations=allocs)
+
+      @pl.when(jnp.logical_and(group < 0, wg < 2))
+      def _():
+        store(lambda cs: jnp.zeros((wg_m, epi_n), out_dtype))
+
+  plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+
+@functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms"))
+def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs: bool,
+        out_dtype, config: MatmulConfig, num_sms: int) -> jax.Array:
+  """Builds and runs the Mosaic GPU gmm; inputs are validated by the API.
+
+  Args:
+    lhs: [R, K] bf16/f16, R = num_tiles * 128.
+    rhs: [E, K, N] (or [E, N, K] when transpose_rhs), lhs's dtype.
+    tile_group: [num_tiles] int32 group of each tile, < 0 for none.
+    transpose_rhs: multiply by rhs[e].T.
+    out_dtype: output dtype (accumulation is float32).
+    config: block_n (CTA output columns), block_k, num_stages (TMA ring depth) and
+      row_band; num_warps is not used (the CTA is three warpgroups).
+    num_sms: CTAs of the persistent grid, one per multiprocessor.
+
+  Returns:
+    [R, N] of out_dtype.
+  """
+  plgpu = _compat.mosaic_gpu()
+  num_rows, k = lhs.shape
+  (num_tiles,) = tile_group.shape
+  tile_rows = num_rows // num_tiles
+  n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
+  why = supports(lhs.dtype, k, n, tile_rows, config)
+  if why is not None:
+    raise ValueError(f"the Mosaic GPU gmm {why}")
+  num_cols = pl.cdiv(n, config.block_n)
+  k_steps = pl.cdiv(k, config.block_k)
+  params = dict(
+      num_tiles=num_tiles, num_cols=num_cols, tile_rows=tile_rows, block_n=config.block_n,
+      block_k=config.block_k, k_steps=k_steps, stages=min(config.num_stages, k_steps),
+      row_band=min(config.row_band or num_tiles, num_tiles), transpose_rhs=transpose_rhs,
+      epi_n=epilogue_n(tile_rows, config, lhs.dtype.itemsize, jnp.dtype(out_dtype).itemsize))
+
+  def moe_gmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_NAME)
+    _kernel(*refs, **params)
+  return _launch(plgpu, moe_gmm_mgpu, (num_rows, n), out_dtype, num_sms)(tile_group, lhs, rhs)
+
+
+# Rows of the group per tgmm pipeline step (the reduction dimension of its wgmma).
+_TGMM_ROWS = 64
+
+
+def tgmm_supports(lhs_dtype, k: int, n: int, tile_rows: int, config: MatmulConfig
+                  ) -> str | None:
+  """None if the tgmm kernel takes these shapes, else why not."""
+  if jnp.dtype(lhs_dtype).itemsize != 2:
+    return f"needs 16-bit operands, got {jnp.dtype(lhs_dtype)}"
+  if tile_rows % _TGMM_ROWS:
+    return f"needs row tiles TM a multiple of {_TGMM_ROWS}, got {tile_rows}"
+  if config.block_n % (2 * _SWIZZLE_ELEMS):
+    return f"needs block_n a multiple of 128 (two warpgroup halves), got {config.block_n}"
+  return _edge_problem("K", k) or _edge_problem("N", n)
+
+
+def _tgmm_kernel(start_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_groups: int, k_blocks: int,
+                 n_blocks: int, steps_per_tile: int, block_k: int, block_n: int, stages: int,
+                 epi_n: int):
+  plgpu = _compat.mosaic_gpu()
+  wg_n = block_n // 2
+  out_dtype = out_gmem.dtype
+  dtype = lhs_gmem.dtype
+  a_tf = _transforms(plgpu, dtype, block_k)
+  b_tf = _transforms(plgpu, dtype, block_n)
+
+  def pipeline(body, context, first_step, steps):
+    """The pipeline over row blocks [first_step, first_step + steps) of _TGMM_ROWS rows."""
+    return plgpu.emit_pipeline_warp_specialized(
+        body, grid=(steps,), memory_registers=_MEMORY_REGISTERS,
+        in_specs=[
+            plgpu.BlockSpec((_TGMM_ROWS, block_k), lambda s: (first_step + s, 0), transforms=a_tf),
+            plgpu.BlockSpec((_TGMM_ROWS, block_n), lambda s: (first_step + s, 0), transforms=b_tf),
+        ],
+        wg_axis="wg", num_compute_wgs=2, max_concurrent_steps=stages, compute_context=context)
+
+  ignore = lambda *_, **__: None
+  a_cols = lambda i: lhs_gmem.at[:, pl.ds(i * block_k, block_k)]  # noqa: E731
+  b_cols = lambda j: rhs_gmem.at[:, pl.ds(j * block_n, block_n)]  # noqa: E731
+
+  @functools.partial(
+      pl.run_scoped,
+      allocs=pipeline(ignore, ignore, 0, stages).get_allocations(a_cols(0), b_cols(0)),
+      out_smem=plgpu.SMEM((2, 2, block_k, epi_n), out_dtype,
+                        transforms=_transforms(plgpu, out_dtype, epi_n)),
+      collective_axes="wg",
+  )
+  def _scope(allocs, out_smem):
+    wg = jax.lax.axis_index("wg")
+    wg_cols = pl.ds(wg * wg_n, wg_n)
+
+    # Items (group, N block, K block), the K block fastest and the group slowest: the
+    # CTAs resident together read the same group's rows, from L2.
+    @plgpu.nd_loop((num_groups * n_blocks * k_blocks,), collective_axes="sm")
+    def _loop(info):
+      (pid,) = info.index
+      e = pid // (n_blocks * k_blocks)
+      j = (pid // k_blocks) % n_blocks
+      i = pid % k_blocks
+      first, last = start_gmem[e], start_gmem[e + 1]
+      out_tile = out_gmem.at[e, pl.ds(i * block_k, block_k), pl.ds(j * block_n, block_n)]
+      store = functools.partial(_store, plgpu, out_smem.at[wg], out_tile.at[:, wg_cols], wg_n,
+                                epi_n)
+      context = _accumulate_then_store(plgpu, (block_k, wg_n), out_dtype, store)
+
+      def mma(_, a_smem, b_smem, acc):
+        # out block [BK, BN/2] += lhs rows [64, BK].T @ rhs rows [64, BN/2]
+        plgpu.wgmma(acc, a_smem.at[:, :].transpose((1, 0)), b_smem.at[:, wg_cols])
+        plgpu.wgmma_wait(0)
+        return acc
+
+      @pl.when(last > first)
+      def _():
+        run = pipeline(mma, context, first * steps_per_tile, (last - first) * steps_per_tile)
+        run(a_cols(i), b_cols(j), allocations=allocs)
+
+      @pl.when(jnp.logical_and(last <= first, wg < 2))
+      def _():
+        store(lambda cs: jnp.zeros((block_k, epi_n), out_dtype))
+
+  plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+
+@functools.partial(jax.jit, static_argnames=("num_groups", "out_dtype", "config", "num_sms"))
+def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: int, out_dtype,
+         config: MatmulConfig, num_sms: int) -> jax.Array:
+  """Builds and runs the Mosaic GPU tgmm; inputs are validated by the API.
+
+  Args:
+    lhs: [R, K] bf16/f16; rhs: [R, N] of lhs's dtype; R = num_tiles * TM.
+    tile_group: [num_tiles] int32, each group's tiles contiguous and in group order,
+      group-less tiles (< 0) last (the dropless layout).
+    num_groups: E.
+    out_dtype: output dtype (accumulation is float32).
+    config: block_k (output rows of K per CTA item, a multiple of 64), block_n (a
+      multiple of 128, split between the two compute warpgroups), num_stages.
+    num_sms: CTAs of the persistent grid.
+
+  Returns:
+    [E, K, N] of out_dtype; a group with no tile gets zeros.
+  """
+  plgpu = _compat.mosaic_gpu()
+  num_rows, k = lhs.shape
+  n = rhs.shape[1]
+  (num_tiles,) = tile_group.shape
+  tile_rows = num_rows // num_tiles
+  why = tgmm_supports(lhs.dtype, k, n, tile_rows, config)
+  if why is not None:
+    raise ValueError(f"the Mosaic GPU tgmm {why}")
+  counts = reference.group_tiles(tile_group, num_groups)
+  start = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(counts, dtype=jnp.int32)])
+  out_bytes = jnp.dtype(out_dtype).itemsize
+  ring = config.num_stages * _TGMM_ROWS * (config.block_k + config.block_n) * lhs.dtype.itemsize
+  epi_n = _EPILOGUE_N if ring + 2 * 2 * config.block_k * _EPILOGUE_N * out_bytes <= _SMEM_BYTES \
+      else _EPILOGUE_N // 2
+  params = dict(
+      num_groups=num_groups, k_blocks=pl.cdiv(k, config.block_k),
+      n_blocks=pl.cdiv(n, config.block_n), steps_per_tile=tile_rows // _TGMM_ROWS,
+      block_k=config.block_k, block_n=config.block_n, stages=config.num_stages, epi_n=epi_n)
+
+  def moe_tgmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (TGMM_NAME)
+    _tgmm_kernel(*refs, **params)
+  return _launch(plgpu, moe_tgmm_mgpu, (num_groups, k, n), out_dtype, num_sms)(start, lhs, rhs)

@@ -1,0 +1,167 @@
+"""The Mosaic GPU gmm and tgmm (backend="mosaic"): values on a Hopper GPU against float64
+NumPy; on any machine, their config rules, their errors and that they lower for CUDA.
+
+Mosaic GPU has no interpreter, so the value tests are `gpu`-marked only.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from moe_jax import _compat
+from moe_jax.kernels import MatmulConfig, default_matmul_config, gmm, tgmm
+from moe_jax.kernels import grouped_matmul_mgpu as mgpu
+
+from ._support import normal
+from .test_grouped_matmul import _assert_close, _np_gmm, _np_tgmm
+
+# (E, K, N, tile_group, block_n, row_band); TM = 128. Empty tiles at the end, an expert
+# with no tile, a 192-column block (N = 2880-like), a 64-row warpgroup split (192) and
+# a column split (128, 256), K of one and of many ring cycles, bands short and long,
+# and N = 320 with 256-column blocks (the last one runs past the edge).
+CASES = [
+    (3, 256, 384, [0, 0, 2, -1], 192, 2),
+    (2, 128, 256, [1], 256, None),
+    (4, 576, 512, [0, 1, 1, 3, 3, 3, -1, -1], 128, 3),
+    (2, 64, 64, [0, 1, -1], 64, 1),
+    (2, 192, 320, [0, 1, 1], 256, 2),
+]
+# tgmm: (E, K, N, tile_group, block_k, block_n): a group with no tile (zeros), K and N
+# past the block edges (K = 192 with 128-row blocks, N = 320 with 256 columns).
+TGMM_CASES = [
+    (4, 192, 320, [0, 0, 2, 3, -1], 128, 256),
+    (2, 128, 256, [0, 1, 1, 1], 64, 128),
+]
+
+
+def _operands(case, transpose_rhs, seed):
+  e, k, n, groups, _, _ = case
+  lhs = normal(seed, (len(groups) * 128, k), jnp.bfloat16)
+  rhs = normal(seed + 1, (e, n, k) if transpose_rhs else (e, k, n), jnp.bfloat16)
+  return lhs, rhs, jnp.asarray(groups, jnp.int32)
+
+
+def _config(case, stages=4):
+  return MatmulConfig(block_n=case[4], block_k=64, num_stages=stages, row_band=case[5],
+                      backend="mosaic")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("out_dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("transpose_rhs", [False, True])
+@pytest.mark.parametrize("case", CASES)
+def test_mosaic_gmm_matches_float64(case, transpose_rhs, out_dtype):
+  lhs, rhs, groups = _operands(case, transpose_rhs, seed=20)
+  lhs = lhs.at[-128:].set(jnp.nan) if case[3][-1] < 0 else lhs  # never read
+  got = jax.jit(lambda a, b, t: gmm(a, b, t, transpose_rhs=transpose_rhs, out_dtype=out_dtype,
+                                    implementation="pallas", config=_config(case)))(lhs, rhs, groups)
+  assert got.dtype == out_dtype
+  if case[3][-1] < 0:
+    assert np.all(np.asarray(got[-128:]) == 0)
+    lhs = lhs.at[-128:].set(0)
+  _assert_close(got, _np_gmm, out_dtype, lhs, rhs, np.asarray(groups), transpose_rhs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", TGMM_CASES)
+def test_mosaic_tgmm_matches_float64(case):
+  e, k, n, groups, block_k, block_n = case
+  lhs = normal(40, (len(groups) * 128, k), jnp.bfloat16)
+  rhs = normal(41, (len(groups) * 128, n), jnp.bfloat16)
+  config = MatmulConfig(block_n=block_n, block_k=block_k, num_stages=3, backend="mosaic")
+  got = jax.jit(lambda a, b, t: tgmm(a, b, t, num_groups=e, out_dtype=jnp.float32,
+                                     implementation="pallas", config=config))(
+                                         lhs, rhs, jnp.asarray(groups, jnp.int32))
+  assert got.shape == (e, k, n)
+  _assert_close(got, _np_tgmm, jnp.float32, lhs, rhs, np.asarray(groups), e)
+
+
+@pytest.mark.gpu
+def test_default_config_on_hopper_is_mosaic_and_matches_triton():
+  """The layer's shapes pick the Mosaic kernel on an H100; same bits as Triton's."""
+  assert _compat.is_hopper(), "the GPU tests of this project run on an H100/H200"
+  config = default_matmul_config(128, 2880, 5760, jnp.bfloat16, tiles_per_expert=4)
+  assert (config.backend, config.block_n, config.row_band) == ("mosaic", 192, 4)
+  assert default_matmul_config(128, 4096, 28672, jnp.bfloat16).block_n == 256
+  case = (3, 2880, 576, [0, 1, 1, 2, -1], 192, 4)
+  lhs, rhs, groups = _operands(case, False, seed=30)
+  got = gmm(lhs, rhs, groups, implementation="pallas")
+  triton = gmm(lhs, rhs, groups, implementation="pallas",
+               config=MatmulConfig(block_n=64, block_k=64, num_warps=4, num_stages=3))
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(triton, np.float32))
+  _assert_close(got, _np_gmm, jnp.bfloat16, lhs, rhs, np.asarray(groups))
+
+
+@pytest.mark.parametrize("transpose_rhs", [False, True])
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]])
+def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs):
+  """Tracing and Mosaic GPU lowering run on any machine: API drift fails here in CI."""
+  lhs, rhs, groups = _operands(case, transpose_rhs, seed=0)
+  fn = lambda a, b, t: mgpu.gmm(a, b, t, transpose_rhs=transpose_rhs, out_dtype=jnp.bfloat16,
+                                config=_config(case), num_sms=132)
+  text = _compat.lower_for_cuda(fn, lhs, rhs, groups)
+  assert "mosaic_gpu" in text
+
+
+def test_mosaic_tgmm_lowers_for_cuda():
+  e, k, n, groups, block_k, block_n = TGMM_CASES[0]
+  config = MatmulConfig(block_n=block_n, block_k=block_k, num_stages=3, backend="mosaic")
+  fn = lambda a, b, t: mgpu.tgmm(a, b, t, num_groups=e, out_dtype=jnp.bfloat16, config=config,
+                                 num_sms=132)
+  rows = len(groups) * 128
+  text = _compat.lower_for_cuda(fn, jnp.zeros((rows, k), jnp.bfloat16),
+                                jnp.zeros((rows, n), jnp.bfloat16), jnp.asarray(groups, jnp.int32))
+  assert "mosaic_gpu" in text
+
+
+def test_epilogue_narrows_when_shared_memory_is_short():
+  wide = MatmulConfig(block_n=256, block_k=64, num_stages=4, backend="mosaic")
+  # ring 4 * (128 + 256) * 64 * 2 B = 192 KB; 64-column staging 64 KB would pass 227 KB
+  assert mgpu.epilogue_n(128, wide, 2, 2) == 32
+  assert mgpu.epilogue_n(128, MatmulConfig(block_n=192, block_k=64, num_stages=4,
+                                           backend="mosaic"), 2, 2) == 64
+
+
+def test_mosaic_config_rules_and_errors():
+  assert MatmulConfig(block_n=192, backend="mosaic").block_n == 192
+  with pytest.raises(ValueError, match=r"backend must be one of \('triton', 'mosaic'\), got 'cuda'"):
+    MatmulConfig(backend="cuda")
+  with pytest.raises(ValueError, match=r"block_n must be a multiple of 64 <= 256 for backend="
+                                       r"'mosaic', got 96"):
+    MatmulConfig(block_n=96, backend="mosaic")
+  with pytest.raises(ValueError, match=r"block_n must be a power of two >= 16, got 192"):
+    MatmulConfig(block_n=192)
+  lhs, rhs, groups = _operands(CASES[0], False, seed=0)
+  with pytest.raises(ValueError, match=r"no interpreter: expected interpret=False .* got "
+                                       r"interpret=True"):
+    gmm(lhs, rhs, groups, implementation="pallas", interpret=True, config=_config(CASES[0]))
+  with pytest.raises(ValueError, match=r"needs 16-bit operands, got float32"):
+    gmm(lhs.astype(jnp.float32), rhs, groups, implementation="pallas", interpret=False,
+        config=_config(CASES[0]))
+  with pytest.raises(ValueError, match=r"the Mosaic GPU gmm needs N=200 a multiple of 64"):
+    gmm(lhs, rhs[:, :, :200], groups, implementation="pallas", interpret=False,
+        config=MatmulConfig(block_n=256, backend="mosaic"))
+  with pytest.raises(ValueError, match=r"the Mosaic GPU tgmm needs block_n a multiple of 128"
+                                       r" \(two warpgroup halves\), got 192"):
+    tgmm(lhs, lhs, groups, num_groups=3, implementation="pallas", interpret=False,
+         config=_config(CASES[0]))
+
+
+@pytest.mark.parametrize("hopper", [False, True])
+def test_default_config_choice(monkeypatch, hopper):
+  """Mosaic only on an sm_90 GPU, not interpreting, for 16-bit TM=128 and 64-multiple K, N;
+  the widest of 256/192/128 that divides N."""
+  monkeypatch.setattr(_compat, "is_hopper", lambda: hopper)
+  backend = "mosaic" if hopper else "triton"
+  assert default_matmul_config(128, 2880, 5760, jnp.bfloat16).backend == backend
+  assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, interpret=True).backend == "triton"
+  assert default_matmul_config(128, 2880, 5760, jnp.float32).backend == "triton"
+  assert default_matmul_config(64, 2880, 5760, jnp.bfloat16).backend == "triton"
+  assert default_matmul_config(128, 2880, 200, jnp.bfloat16).backend == "triton"
+  assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, transposed=True).backend == backend
+  assert default_matmul_config(16, 2880, 5760, jnp.bfloat16, transposed=True).backend == "triton"
+  if hopper:
+    blocks = [default_matmul_config(128, 4096, n, jnp.bfloat16).block_n
+              for n in (28672, 2880, 5760, 640)]
+    assert blocks == [256, 192, 192, 128]
+    assert default_matmul_config(128, 4096, 320, jnp.bfloat16).block_n == 256
