@@ -303,15 +303,17 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
   """The Mosaic GPU kernels' tiles for this shape, or None where they do not apply.
 
   From `bench/results/nvidia-h100-80gb-hbm3/mgpu-sweep/`. gmm: the widest column
-  block that divides N (256, else 192, else 128; 256 if none does), BK = 64, a 3-deep
+  block that divides N (256, else 192, else 128, else 64), BK = 64, a 3-deep
   TMA ring at 256 columns (a 4th slot only fits beside a narrowed epilogue, which
-  measured 2x slower), else 4. tgmm: [128, 256] output blocks, 3 stages.
+  measured 2x slower), else 4. tgmm: [128, 256] output blocks (narrower where K or N
+  is), 3 stages. No block is wider than its array (see `grouped_matmul_mgpu`).
   """
   if transposed:
-    config = MatmulConfig(block_n=256, block_k=128, num_stages=3, backend="mosaic")
+    config = MatmulConfig(block_n=256 if n >= 256 else 128, block_k=128 if k >= 128 else 64,
+                          num_stages=3, backend="mosaic")
     ok = _grouped_matmul_mgpu.tgmm_supports(dtype, k, n, tile_rows, config) is None
   else:
-    block_n = next((b for b in (256, 192, 128) if n % b == 0), 256)
+    block_n = next((b for b in (256, 192, 128, 64) if n % b == 0), 64)
     config = MatmulConfig(block_n=block_n, block_k=64, num_stages=3 if block_n == 256 else 4,
                           row_band=row_band, backend="mosaic")
     ok = _grouped_matmul_mgpu.supports(dtype, k, n, tile_rows, config) is None

@@ -27,10 +27,12 @@ CASES = [
     (2, 192, 320, [0, 1, 1], 256, 2),
 ]
 # tgmm: (E, K, N, tile_group, block_k, block_n): a group with no tile (zeros), K and N
-# past the block edges (K = 192 with 128-row blocks, N = 320 with 256 columns).
+# past the block edges (K = 192 with 128-row blocks, N = 320 with 256 columns), and the
+# bf16 layer test's up-projection gradient (K = N = 128 in one block each).
 TGMM_CASES = [
     (4, 192, 320, [0, 0, 2, 3, -1], 128, 256),
     (2, 128, 256, [0, 1, 1, 1], 64, 128),
+    (4, 128, 128, [0, 1, 1, 2, 3, -1, -1], 128, 128),
 ]
 
 
@@ -141,6 +143,12 @@ def test_mosaic_config_rules_and_errors():
   with pytest.raises(ValueError, match=r"the Mosaic GPU gmm needs N=200 a multiple of 64"):
     gmm(lhs, rhs[:, :, :200], groups, implementation="pallas", interpret=False,
         config=MatmulConfig(block_n=256, backend="mosaic"))
+  with pytest.raises(ValueError, match=r"the Mosaic GPU tgmm needs block_n=256 <= N=128"):
+    tgmm(lhs, lhs[:, :128], groups, num_groups=3, implementation="pallas", interpret=False,
+         config=MatmulConfig(block_n=256, block_k=128, backend="mosaic"))
+  with pytest.raises(ValueError, match=r"the Mosaic GPU gmm needs block_k=128 <= K=64"):
+    gmm(lhs[:, :64], rhs[:, :64], groups, implementation="pallas", interpret=False,
+        config=MatmulConfig(block_n=64, block_k=128, backend="mosaic"))
   with pytest.raises(ValueError, match=r"the Mosaic GPU tgmm needs block_n a multiple of 128"
                                        r" \(two warpgroup halves\), got 192"):
     tgmm(lhs, lhs, groups, num_groups=3, implementation="pallas", interpret=False,
@@ -164,4 +172,6 @@ def test_default_config_choice(monkeypatch, hopper):
     blocks = [default_matmul_config(128, 4096, n, jnp.bfloat16).block_n
               for n in (28672, 2880, 5760, 640)]
     assert blocks == [256, 192, 192, 128]
-    assert default_matmul_config(128, 4096, 320, jnp.bfloat16).block_n == 256
+    assert default_matmul_config(128, 4096, 320, jnp.bfloat16).block_n == 64
+    small = default_matmul_config(128, 64, 128, jnp.bfloat16, transposed=True)
+    assert (small.block_k, small.block_n) == (64, 128)
