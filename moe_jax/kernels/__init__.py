@@ -22,7 +22,10 @@ in favour of Mosaic GPU, but Mosaic GPU kernels are written against a different 
 CI could not run the very kernel the GPU compiles. Triton stays available through
 jax 0.12, and the row kernels need nothing Triton lacks. Since jax 0.10 the default
 GPU lowering of `pallas_call` is Mosaic GPU, so every call passes Triton compiler
-params explicitly; all version-dependent imports sit in `moe_jax/_compat.py`.
+params explicitly; all version-dependent imports sit in `moe_jax/_compat.py`. The
+grouped matmuls are the exception: on a Hopper GPU they run Mosaic GPU kernels
+(`grouped_matmul_mgpu`, TMA and wgmma, 10-40% faster there), picked by
+`default_matmul_config` and `MatmulConfig.backend`; their Triton twins run elsewhere.
 
 Tiling. Each program owns one [block_rows, block_h] tile of the output (rows are R
 for the gather, T for combine and slot_dots) and receives the whole source column

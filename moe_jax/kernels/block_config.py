@@ -93,7 +93,7 @@ def default_config(num_rows: int, h: int, *, tile_elements: int) -> BlockConfig:
 
 
 # Kernels of the grouped matmuls: Pallas Triton (any GPU, and the CPU interpreter) or
-# Pallas Mosaic GPU (sm_90: TMA, wgmma, warp specialisation; gmm only).
+# Pallas Mosaic GPU (sm_90: TMA, wgmma, warp specialisation; 16-bit operands).
 MATMUL_BACKENDS = ("triton", "mosaic")
 
 
@@ -119,8 +119,8 @@ class MatmulConfig:
       at the same time then share a few row tiles of lhs and a few column blocks of
       one expert's matrix in L2. 1 launches all column blocks of a row tile together;
       None (one band of every tile) all row tiles of a column block.
-    backend: "triton" or "mosaic" (gmm only, 16-bit operands, TM = 128, on a
-      Hopper GPU; no interpreter).
+    backend: "triton" or "mosaic" (16-bit operands, K and N multiples of 64, gmm
+      with TM = 128, on a Hopper GPU; no interpreter).
   """
 
   block_n: int = 128

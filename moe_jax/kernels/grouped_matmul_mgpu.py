@@ -1,22 +1,25 @@
-"""Hopper grouped matmul through Pallas Mosaic GPU: TMA loads, wgmma, warp specialisation.
+"""Hopper grouped matmuls through Pallas Mosaic GPU: TMA loads, wgmma, warp specialisation.
 
-The same contract as the Triton `grouped_matmul.gmm` (rows in tiles of TM rows, each
-tile of one group or of none, `tile_group < 0`), for bf16/f16 operands on an sm_90 GPU:
+The same contracts as the Triton kernels of `grouped_matmul` (rows in tiles of TM rows,
+each tile of one group or of none, `tile_group < 0`), for bf16/f16 operands on sm_90:
 
-  out[r] = lhs[r] @ rhs[g(r)]            ([R, K] x [E, K, N] -> [R, N])
-  (or lhs[r] @ rhs[g(r)].T, rhs [E, N, K], for the input gradient)
+  gmm:  out[r] = lhs[r] @ rhs[g(r)]            ([R, K] x [E, K, N] -> [R, N])
+        (or lhs[r] @ rhs[g(r)].T, rhs [E, N, K], for the input gradient)
+  tgmm: out[e] = sum_{r: g(r) = e} lhs[r].T @ rhs[r]   ([R, K] x [R, N] -> [E, K, N])
 
-One CTA per SM loops over the (row tile, column block) pairs in the same banded order
-as the Triton kernel (`grouped_matmul.tile_and_column`). Inside a CTA, one warpgroup
-issues TMA copies of [TM, BK] lhs and [BK, BN] weight blocks into a ring of
-`num_stages` shared-memory slots; two compute warpgroups each run wgmma on half of
-the [TM, BN] output tile (split along rows when BN/2 is not a multiple of 64, else
-along columns) and store it through shared memory with TMA. A tile of no group
-stores zeros without reading anything.
+Both are persistent: one CTA of three warpgroups per SM walks the work items; one
+warpgroup issues TMA copies into a ring of `num_stages` shared-memory slots, two run
+wgmma on halves of the output block and store it through shared memory with TMA.
+gmm's items are the (row tile, column block) pairs in the banded order of the Triton
+kernel (`grouped_matmul.tile_and_column`); its halves split the [TM, BN] tile along
+rows when BN/2 is not a multiple of 64, else along columns. A tile of no group stores
+zeros without reading anything. tgmm's items are (group, N block, K block), the group
+slowest; each runs a pipeline over the group's rows, 64 at a time, and a group with no
+rows stores zeros. Blocks may run past the edge of K and N (TMA zero-fills and drops),
+never past a whole array.
 
-Mosaic GPU has no interpreter on CPU: this kernel runs on a Hopper GPU only and is
-tested there (`pytest -m gpu`); CI tests the Triton kernel, which shares the launch
-order and the contract.
+Mosaic GPU has no interpreter on CPU: these kernels run on a Hopper GPU only and their
+values are tested there (`pytest -m gpu`); CI checks that they trace and lower.
 """
 from __future__ import annotations
 
