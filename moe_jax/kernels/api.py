@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from moe_jax import _compat
 from moe_jax.kernels import combine as _combine
 from moe_jax.kernels import gather as _gather
-from moe_jax import _compat
 from moe_jax.kernels import grouped_matmul as _grouped_matmul
 from moe_jax.kernels import grouped_matmul_mgpu as _grouped_matmul_mgpu
 from moe_jax.kernels import reference
@@ -367,6 +367,8 @@ def _check_mosaic(config: MatmulConfig, lhs: jax.Array, n: int, tile_rows: int,
                      " on a Hopper GPU, got interpret=True (use backend='triton')")
   check = _grouped_matmul_mgpu.tgmm_supports if transposed else _grouped_matmul_mgpu.supports
   why = check(lhs.dtype, lhs.shape[1], n, tile_rows, config)
+  if why is None and not _compat.is_hopper():
+    why = f"needs a Hopper (sm_90) GPU, got {jax.devices()[0]}"
   if why is not None:
     raise ValueError(f"config.backend='mosaic': the Mosaic GPU {'t' if transposed else ''}gmm"
                      f" {why}")

@@ -143,6 +143,9 @@ def test_mosaic_config_rules_and_errors():
   with pytest.raises(ValueError, match=r"the Mosaic GPU gmm needs N=200 a multiple of 64"):
     gmm(lhs, rhs[:, :, :200], groups, implementation="pallas", interpret=False,
         config=MatmulConfig(block_n=256, backend="mosaic"))
+  if not _compat.is_hopper():
+    with pytest.raises(ValueError, match=r"the Mosaic GPU gmm needs a Hopper \(sm_90\) GPU, got"):
+      gmm(lhs, rhs, groups, implementation="pallas", interpret=False, config=_config(CASES[0]))
   with pytest.raises(ValueError, match=r"the Mosaic GPU tgmm needs block_n=256 <= N=128"):
     tgmm(lhs, lhs[:, :128], groups, num_groups=3, implementation="pallas", interpret=False,
          config=MatmulConfig(block_n=256, block_k=128, backend="mosaic"))
