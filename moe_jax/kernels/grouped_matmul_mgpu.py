@@ -82,13 +82,12 @@ def _split_rows(block_n: int) -> bool:
   return (block_n // 2) % _SWIZZLE_ELEMS != 0
 
 
-def epilogue_n(tile_rows: int, config: MatmulConfig, in_bytes: int, out_bytes: int) -> int:
-  """Columns per epilogue store: 64, or 32 when the TMA ring and two double-buffered
-  [rows, 64] staging blocks per warpgroup would not fit in shared memory."""
-  ring = config.num_stages * (tile_rows + config.block_n) * config.block_k * in_bytes
-  wg_m = tile_rows // 2 if _split_rows(config.block_n) else tile_rows
-  staging = 2 * 2 * wg_m * _EPILOGUE_N * out_bytes
-  return _EPILOGUE_N if ring + staging <= _SMEM_BYTES else _EPILOGUE_N // 2
+def epilogue_n(ring_bytes: int, staging_rows: int, out_bytes: int) -> int:
+  """Columns per epilogue store: 64, or 32 when the TMA ring (`ring_bytes`) and two
+  double-buffered [staging_rows, 64] staging blocks (one per compute warpgroup) would
+  not fit in shared memory."""
+  staging = 2 * 2 * staging_rows * _EPILOGUE_N * out_bytes
+  return _EPILOGUE_N if ring_bytes + staging <= _SMEM_BYTES else _EPILOGUE_N // 2
 
 
 def _store(plgpu, staging, out_ref, width: int, epi_n: int, value_of) -> None:
@@ -237,7 +236,10 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
       num_tiles=num_tiles, num_cols=num_cols, tile_rows=tile_rows, block_n=config.block_n,
       block_k=config.block_k, k_steps=k_steps, stages=min(config.num_stages, k_steps),
       row_band=min(config.row_band or num_tiles, num_tiles), transpose_rhs=transpose_rhs,
-      epi_n=epilogue_n(tile_rows, config, lhs.dtype.itemsize, jnp.dtype(out_dtype).itemsize))
+      epi_n=epilogue_n(
+          config.num_stages * (tile_rows + config.block_n) * config.block_k * lhs.dtype.itemsize,
+          tile_rows // 2 if _split_rows(config.block_n) else tile_rows,
+          jnp.dtype(out_dtype).itemsize))
 
   def moe_gmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_NAME)
     _kernel(*refs, **params)
@@ -358,8 +360,7 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: i
   start = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(counts, dtype=jnp.int32)])
   out_bytes = jnp.dtype(out_dtype).itemsize
   ring = config.num_stages * _TGMM_ROWS * (config.block_k + config.block_n) * lhs.dtype.itemsize
-  epi_n = _EPILOGUE_N if ring + 2 * 2 * config.block_k * _EPILOGUE_N * out_bytes <= _SMEM_BYTES \
-      else _EPILOGUE_N // 2
+  epi_n = epilogue_n(ring, config.block_k, out_bytes)
   params = dict(
       num_groups=num_groups, k_blocks=pl.cdiv(k, config.block_k),
       n_blocks=pl.cdiv(n, config.block_n), steps_per_tile=tile_rows // _TGMM_ROWS,

@@ -117,11 +117,11 @@ def test_mosaic_tgmm_lowers_for_cuda():
 
 
 def test_epilogue_narrows_when_shared_memory_is_short():
-  wide = MatmulConfig(block_n=256, block_k=64, num_stages=4, backend="mosaic")
-  # ring 4 * (128 + 256) * 64 * 2 B = 192 KB; 64-column staging 64 KB would pass 227 KB
-  assert mgpu.epilogue_n(128, wide, 2, 2) == 32
-  assert mgpu.epilogue_n(128, MatmulConfig(block_n=192, block_k=64, num_stages=4,
-                                           backend="mosaic"), 2, 2) == 64
+  # gmm at BN 256, 4 stages: ring 4 * (128 + 256) * 64 * 2 B = 192 KB; 64-column staging
+  # for two warpgroups of [128, 64] (double-buffered) is 64 KB more: past 227 KB
+  assert mgpu.epilogue_n(4 * (128 + 256) * 64 * 2, 128, 2) == 32
+  assert mgpu.epilogue_n(3 * (128 + 256) * 64 * 2, 128, 2) == 64
+  assert mgpu.epilogue_n(4 * (128 + 192) * 64 * 2, 64, 2) == 64
 
 
 def test_mosaic_config_rules_and_errors():

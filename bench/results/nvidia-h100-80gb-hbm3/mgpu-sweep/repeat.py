@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.mosaic.gpu import profiler
 
-from sweep_common import Recorder, timeit
+from sweep_common import Recorder, dropless_layout, timeit
 
-from moe_jax import _compat, kernels, make_dispatch
+from moe_jax import _compat, kernels
 from moe_jax.kernels import MatmulConfig
 from moe_jax.kernels import grouped_matmul_mgpu as mg
 
@@ -30,9 +30,7 @@ def cupti(f, *args):
 
 E, H, I, K, T = 64, 4096, 14336, 4, 16384
 rng = np.random.default_rng(0)
-logits = rng.standard_normal((T, E)) + np.linspace(0, 1.5, E)
-idx = np.argsort(-logits, axis=1)[:, :K].astype(np.int32)
-meta = make_dispatch(jnp.asarray(idx), E, None)
+meta = dropless_layout(rng, T, E, K)
 R, te, tm = meta.num_rows, meta.tile_expert, meta.tile_rows
 tpe = te.shape[0] // E
 keys = jax.random.split(jax.random.key(0), 2)

@@ -4,7 +4,18 @@ import json
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from moe_jax import make_dispatch
+
+
+def dropless_layout(rng, num_tokens, num_experts, top_k):
+  """The dropless dispatch (expert-aligned row tiles) of a skewed top-k routing: random
+  logits plus a linear ramp over the experts (the protocol of gmm-sweep/bands.py)."""
+  logits = rng.standard_normal((num_tokens, num_experts)) + np.linspace(0, 1.5, num_experts)
+  idx = np.argsort(-logits, axis=1)[:, :top_k].astype(np.int32)
+  return make_dispatch(jnp.asarray(idx), num_experts, None)
 
 
 def timeit(f, *args, n, warmup=2):

@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep_common import Recorder, rel_err, timeit
+from sweep_common import Recorder, dropless_layout, rel_err, timeit
 
-from moe_jax import _compat, kernels, make_dispatch
+from moe_jax import _compat, kernels
 from moe_jax.kernels import MatmulConfig
 from moe_jax.kernels import grouped_matmul_mgpu as mg
 
@@ -34,9 +34,7 @@ SHAPES = [("gpt-oss-20b", 32, 2880, 2880, 4, 4096, 20), ("medium", 64, 4096, 143
 if len(sys.argv) > 2:  # argv[2]: one shape's name
   SHAPES = [s for s in SHAPES if s[0] == sys.argv[2]]
 for name, E, H, I, K, T, n in SHAPES:
-  logits = rng.standard_normal((T, E)) + np.linspace(0, 1.5, E)
-  idx = np.argsort(-logits, axis=1)[:, :K].astype(np.int32)
-  meta = make_dispatch(jnp.asarray(idx), E, None)
+  meta = dropless_layout(rng, T, E, K)
   R, te, tm = meta.num_rows, meta.tile_expert, meta.tile_rows
   tpe = te.shape[0] // E
   keys = jax.random.split(jax.random.key(0), 2)
