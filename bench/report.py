@@ -20,8 +20,10 @@ ROW_KEY = ("device", "config", "component", "mode", "framework", "impl")
 NOTES = [
     "speedup = best PyTorch time / best JAX time for the same config, component and mode "
     "(> 1: JAX is faster); 'vs torch' in the detail tables is the same ratio per row.",
-    "wall = median wall time per call over back-to-back calls with one sync per sample; "
-    "kernel = median per-call sum of GPU kernel times from CUPTI (n/a without a GPU).",
+    "wall = median wall time per call over back-to-back calls with one sync per sample "
+    "(calls longer than the target sample, 2 ms by default, run one per sample: latency, sync "
+    "included); kernel = median per-call sum of GPU kernel times from CUPTI (n/a "
+    "without a GPU).",
     "`!` marks a row whose output disagrees with its reference beyond tolerance: it is "
     "still timed and listed, never counted as best. A parity of `—` means no reference "
     "for the row ran in its run: it is listed, but not counted as best either.",

@@ -12,7 +12,8 @@ a no-op on the CPU). The protocol:
 3. `iters` samples. A sample is `inner` back-to-back calls on successive rotated
    inputs, then ONE sync; its value is elapsed / inner. This is wall time per call
    as a user sees it: host overhead and launch latency included, and overlapped
-   the way back-to-back calls overlap.
+   the way back-to-back calls overlap. A call that takes `target_sample_ms` or more
+   gets inner = 1, so its sample is one call and its sync: latency, not throughput.
 
 Before each call the previous output is released, so two outputs of a large
 fwd+bwd (its weight gradients) are never alive at once.

@@ -55,11 +55,11 @@ def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: j
   dtype = buf.dtype
   h = jnp.einsum("ech,ehf->ecf", buf, gate_up_proj.astype(dtype), precision=precision,
                  preferred_element_type=_dot_dtype(dtype))  # [E, C, 2I]
-  h = h.astype(jnp.float32) + gate_up_proj_bias.astype(jnp.float32)[:, None, :]
-  a = glu(h, activation=activation, alpha=alpha, limit=limit).astype(dtype)  # [E, C, I]
+  a = bias_glu(h, gate_up_proj_bias, None, activation=activation, alpha=alpha,
+               limit=limit)  # [E, C, I]
   out = jnp.einsum("eci,eih->ech", a, down_proj.astype(dtype), precision=precision,
                    preferred_element_type=_dot_dtype(dtype))  # [E, C, H]
-  return (out.astype(jnp.float32) + down_proj_bias.astype(jnp.float32)[:, None, :]).astype(dtype)
+  return add_tile_bias(out, down_proj_bias, None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -96,16 +96,106 @@ def grouped_linear(x: jax.Array, w: jax.Array, tile_expert: jax.Array, *,
   return _grouped_linear(x, w.astype(x.dtype), tile_expert, precision, implementation)
 
 
-def _add_tile_bias(h: jax.Array, bias: jax.Array, tile_expert: jax.Array) -> jax.Array:
-  """h [R, F] + the f32 bias of each row's expert (0 on unused tiles) -> [R, F] f32.
+def _tile_bias(bias: jax.Array, tile_expert: jax.Array | None) -> jax.Array:
+  """[E, F] bias -> the f32 bias of each tile [num_tiles, F], 0 on unused tiles."""
+  b = bias.astype(jnp.float32)
+  if tile_expert is None:  # binned: tile e is expert e
+    return b
+  return jnp.where((tile_expert >= 0)[:, None], b[jnp.maximum(tile_expert, 0)], 0.0)
 
-  The bias is broadcast per tile ([num_tiles, 1, F]), never materialised per row.
+
+def _tiles_to_experts(tile_sums: jax.Array, tile_expert: jax.Array | None,
+                      num_experts: int) -> jax.Array:
+  """Sums per-tile rows [num_tiles, F] f32 into their experts: [E, F] f32.
+
+  A one-hot [E, num_tiles] product at full f32 precision, not a scatter-add: XLA
+  fuses a scatter with the row reduction that feeds it into one slow atomic kernel
+  over all R rows (0.33 ms for gpt-oss-20b's [R, 2I], `bench/NOTES.md` variant 12),
+  while a dense producer keeps the reduction a plain, fusible reduce.
   """
-  num_tiles = tile_expert.shape[0]
-  b = bias.astype(jnp.float32)[jnp.maximum(tile_expert, 0)]  # [num_tiles, F]
-  b = jnp.where((tile_expert >= 0)[:, None], b, 0.0)
-  h = h.astype(jnp.float32).reshape(num_tiles, -1, h.shape[-1]) + b[:, None, :]
-  return h.reshape(-1, h.shape[-1])
+  if tile_expert is None:
+    return tile_sums
+  onehot = (tile_expert[None, :] == jnp.arange(num_experts)[:, None]).astype(jnp.float32)
+  return jnp.dot(onehot, tile_sums, precision=jax.lax.Precision.HIGHEST)
+
+
+def _biased(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) -> jax.Array:
+  """h [R, F] (or [E, C, F]) + its tile's bias -> [num_tiles, TM, F] float32."""
+  b = _tile_bias(bias, tile_expert)  # [num_tiles, F]
+  return h.astype(jnp.float32).reshape(b.shape[0], -1, h.shape[-1]) + b[:, None, :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bias_glu(h, bias, tile_expert, act):
+  activation, alpha, limit = act
+  a = glu(_biased(h, bias, tile_expert), activation=activation, alpha=alpha, limit=limit)
+  return a.astype(h.dtype).reshape(*h.shape[:-1], a.shape[-1])
+
+
+def _bias_glu_fwd(h, bias, tile_expert, act):
+  # The residual is h itself, which the matmul wrote anyway; autodiff of the plain
+  # expression would save the f32 biased [R, 2I] (twice h's bytes in bf16).
+  return _bias_glu(h, bias, tile_expert, act), (h, bias, tile_expert)
+
+
+def _bias_glu_bwd(act, res, g):
+  h, bias, tile_expert = res
+  activation, alpha, limit = act
+  hb = _biased(h, bias, tile_expert)  # recomputed in the backward fusion
+  _, vjp = jax.vjp(functools.partial(glu, activation=activation, alpha=alpha, limit=limit), hb)
+  (g_hb,) = vjp(g.astype(jnp.float32).reshape(*hb.shape[:-1], g.shape[-1]))
+  # The bias gradient sums dh as stored (h's dtype, as torch's autograd does). The
+  # barrier makes XLA write dh once and reduce it, instead of a second fusion that
+  # recomputes the GLU's backward for the reduction (this block's fwd+bwd 0.57 ->
+  # 0.45 ms on gpt-oss-20b's [R, 2I], `bench/NOTES.md` variant 12).
+  g_h = jax.lax.optimization_barrier(g_hb.astype(h.dtype))
+  sums = g_h.astype(jnp.float32).sum(axis=1)
+  d_bias = _tiles_to_experts(sums, tile_expert, bias.shape[0])
+  return g_h.reshape(h.shape), d_bias.astype(bias.dtype), None
+
+
+_bias_glu.defvjp(_bias_glu_fwd, _bias_glu_bwd)
+
+
+def bias_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None, *, activation: str,
+             alpha: float = 1.702, limit: float = 7.0) -> jax.Array:
+  """GLU of h plus its tile's bias, in f32, cast back to h's dtype.
+
+  Args:
+    h: [R, 2I] dropless rows (tiles of R / num_tiles rows) or [E, C, 2I] bins.
+    bias: [E, 2I].
+    tile_expert: [num_tiles] expert of each row tile (-1: unused, bias 0), or None
+      when tile e is expert e (binned).
+
+  Returns:
+    [..., I] in h's dtype. Its VJP saves only h and recomputes the rest.
+  """
+  return _bias_glu(h, bias, tile_expert, (activation, float(alpha), float(limit)))
+
+
+@jax.custom_vjp
+def add_tile_bias(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) -> jax.Array:
+  """h [R, F] (or [E, C, F]) + its tile's bias, added in f32, in h's dtype.
+
+  The bias is broadcast per tile, never materialised per row; tile_expert as in
+  `bias_glu`. The VJP sums the gradient per tile, then per expert.
+  """
+  return _biased(h, bias, tile_expert).reshape(h.shape).astype(h.dtype)
+
+
+def _add_tile_bias_fwd(h, bias, tile_expert):
+  return add_tile_bias(h, bias, tile_expert), (bias, tile_expert)
+
+
+def _add_tile_bias_bwd(res, g):
+  bias, tile_expert = res
+  num_tiles = bias.shape[0] if tile_expert is None else tile_expert.shape[0]
+  sums = g.astype(jnp.float32).reshape(num_tiles, -1, g.shape[-1]).sum(axis=1)
+  d_bias = _tiles_to_experts(sums, tile_expert, bias.shape[0])
+  return g, d_bias.astype(bias.dtype), None
+
+
+add_tile_bias.defvjp(_add_tile_bias_fwd, _add_tile_bias_bwd)
 
 
 def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.Array,
@@ -127,7 +217,7 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
   dtype = rows.dtype
   lin = dict(precision=precision, implementation=implementation)
   h = grouped_linear(rows, gate_up_proj, tile_expert, **lin)  # [R, 2I]
-  h = _add_tile_bias(h, gate_up_proj_bias, tile_expert)
-  a = glu(h, activation=activation, alpha=alpha, limit=limit).astype(dtype)  # [R, I]
+  a = bias_glu(h, gate_up_proj_bias, tile_expert, activation=activation, alpha=alpha,
+               limit=limit)  # [R, I]
   out = grouped_linear(a, down_proj, tile_expert, **lin)  # [R, H]
-  return _add_tile_bias(out, down_proj_bias, tile_expert).astype(dtype)
+  return add_tile_bias(out, down_proj_bias, tile_expert)
