@@ -119,6 +119,22 @@ def _tiles_to_experts(tile_sums: jax.Array, tile_expert: jax.Array | None,
   return jnp.dot(onehot, tile_sums, precision=jax.lax.Precision.HIGHEST)
 
 
+def _check_tile_bias(name: str, h: jax.Array, bias: jax.Array,
+                     tile_expert: jax.Array | None) -> None:
+  """Static shape checks of bias_glu / add_tile_bias, naming the argument at fault."""
+  if bias.ndim != 2 or bias.shape[1] != h.shape[-1]:
+    raise ValueError(f"{name}: bias must be [E, {h.shape[-1]}] (h's last dimension), "
+                     f"got shape {bias.shape}")
+  if tile_expert is None:
+    if h.ndim != 3 or h.shape[0] != bias.shape[0]:
+      raise ValueError(f"{name}: with tile_expert=None, h must be [E={bias.shape[0]}, C, F], "
+                       f"got shape {h.shape}")
+    return
+  if tile_expert.ndim != 1 or h.ndim != 2 or h.shape[0] % max(1, tile_expert.shape[0]):
+    raise ValueError(f"{name}: h must be [R, F] with R a multiple of tile_expert's length, "
+                     f"got h {h.shape} and tile_expert {tile_expert.shape}")
+
+
 def _biased(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) -> jax.Array:
   """h [R, F] (or [E, C, F]) + its tile's bias -> [num_tiles, TM, F] float32."""
   b = _tile_bias(bias, tile_expert)  # [num_tiles, F]
@@ -170,21 +186,19 @@ def bias_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None, *, ac
   Returns:
     [..., I] in h's dtype. Its VJP saves only h and recomputes the rest.
   """
+  _check_tile_bias("bias_glu", h, bias, tile_expert)
+  if h.shape[-1] % 2:
+    raise ValueError(f"bias_glu: h's last dimension must be even (2I), got shape {h.shape}")
   return _bias_glu(h, bias, tile_expert, (activation, float(alpha), float(limit)))
 
 
 @jax.custom_vjp
-def add_tile_bias(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) -> jax.Array:
-  """h [R, F] (or [E, C, F]) + its tile's bias, added in f32, in h's dtype.
-
-  The bias is broadcast per tile, never materialised per row; tile_expert as in
-  `bias_glu`. The VJP sums the gradient per tile, then per expert.
-  """
+def _add_tile_bias(h, bias, tile_expert):
   return _biased(h, bias, tile_expert).reshape(h.shape).astype(h.dtype)
 
 
 def _add_tile_bias_fwd(h, bias, tile_expert):
-  return add_tile_bias(h, bias, tile_expert), (bias, tile_expert)
+  return _add_tile_bias(h, bias, tile_expert), (bias, tile_expert)
 
 
 def _add_tile_bias_bwd(res, g):
@@ -195,7 +209,17 @@ def _add_tile_bias_bwd(res, g):
   return g, d_bias.astype(bias.dtype), None
 
 
-add_tile_bias.defvjp(_add_tile_bias_fwd, _add_tile_bias_bwd)
+_add_tile_bias.defvjp(_add_tile_bias_fwd, _add_tile_bias_bwd)
+
+
+def add_tile_bias(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) -> jax.Array:
+  """h [R, F] (or [E, C, F]) + its tile's bias [E, F], added in f32, in h's dtype.
+
+  The bias is broadcast per tile, never materialised per row; tile_expert as in
+  `bias_glu`. The VJP sums the gradient per tile, then per expert.
+  """
+  _check_tile_bias("add_tile_bias", h, bias, tile_expert)
+  return _add_tile_bias(h, bias, tile_expert)
 
 
 def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.Array,

@@ -99,3 +99,17 @@ def test_bf16_keeps_dtypes_and_sums_the_bias_gradient_in_f32():
   # 1024 * (1 + 2^-7) = 1032 is a bf16 value; a sum kept in bf16 would stop growing
   # once the running total's spacing exceeds the addend (at 256).
   np.testing.assert_array_equal(np.asarray(db, np.float32), np.full((2, 2 * f), 1032.0))
+
+
+@pytest.mark.parametrize("fn, args, message", [
+    (add_tile_bias, ((8, 6), (3, 5), (2,)), r"bias must be \[E, 6\]"),
+    (add_tile_bias, ((9, 6), (3, 6), (2,)), "multiple of tile_expert's length"),
+    (add_tile_bias, ((8, 6), (3, 6), None), r"h must be \[E=3, C, F\]"),
+    (lambda h, b, t: bias_glu(h, b, t, activation="swiglu"), ((8, 5), (3, 5), (2,)),
+     "must be even"),
+])
+def test_errors_name_the_argument(fn, args, message):
+  h, bias, te = (None if a is None else jnp.zeros(a, jnp.int32 if len(a) == 1 else jnp.float32)
+                 for a in args)
+  with pytest.raises(ValueError, match=message):
+    fn(h, bias, te)
