@@ -271,8 +271,10 @@ class JaxRunner:
       groups = [() for _ in range(n)]
     else:
       def mlp(rows, groups, *w):
-        return dropless_experts(rows, groups[0], *w, implementation=impl, **kw)
-      groups = [(self._routing(j, "dropless")[3].tile_expert,) for j in range(n)]
+        return dropless_experts(rows, groups[0], *w, tile_fill=groups[1], implementation=impl,
+                                **kw)
+      groups = [(lambda m: (m.tile_expert, m.tile_fill))(self._routing(j, "dropless")[3])
+                for j in range(n)]
     if case.mode == "fwd":
       fn = mlp
       ins = [(self._rows(case.variant, j), groups[j]) + weights for j in range(n)]

@@ -59,6 +59,8 @@ class DispatchMeta:
     sorted_row: [M] the buffer row of each expert-sorted slot, -1 if dropped.
     tile_expert: [R / TM] the expert of each dropless row tile, -1 for unused tiles
       (tiles are in expert order, unused ones last); None in binned mode.
+    tile_fill: [R / TM] rows of each dropless tile that hold a slot (its first rows;
+      0 for unused tiles, TM but for each expert's last tile); None in binned mode.
     num_experts: E (static).
     top_k: K (static).
     capacity: C (static), or None in dropless mode.
@@ -73,6 +75,7 @@ class DispatchMeta:
   combine_index: jax.Array
   sorted_row: jax.Array
   tile_expert: jax.Array | None
+  tile_fill: jax.Array | None
   num_experts: int = dataclasses.field(metadata=dict(static=True))
   top_k: int = dataclasses.field(metadata=dict(static=True))
   capacity: int | None = dataclasses.field(metadata=dict(static=True))
@@ -135,7 +138,7 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
                                 or tile_rows < MIN_TILE_ROWS or tile_rows & (tile_rows - 1)):
     raise ValueError(f"tile_rows must be None or (dropless only) a power of two >= "
                      f"{MIN_TILE_ROWS}, got {tile_rows!r} with capacity={capacity!r}")
-  tile_expert = None
+  tile_expert = tile_fill = None
   if capacity is None:
     keep = jnp.ones(m, jnp.bool_)
     tm = tile_rows or dropless_tile_rows(m, num_experts)
@@ -147,7 +150,11 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
     combine_index = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_row)
     t = jnp.arange(num_tiles, dtype=jnp.int32)
     tile_expert = jnp.sum(tile_end[None, :] <= t[:, None], axis=1, dtype=jnp.int32)
-    tile_expert = jnp.where(tile_expert < num_experts, tile_expert, -1)  # [num_tiles]
+    used = tile_expert < num_experts
+    e = jnp.minimum(tile_expert, num_experts - 1)
+    before = (t - (tile_end - expert_tiles)[e]) * tm  # rows of e in its earlier tiles
+    tile_fill = jnp.where(used, jnp.clip(tokens_per_expert[e] - before, 0, tm), 0)
+    tile_expert = jnp.where(used, tile_expert, -1)  # [num_tiles]
   else:
     keep = position < capacity
     combine_index = jnp.where(keep, flat * capacity + position, -1)
@@ -169,6 +176,7 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
       combine_index=combine_index.reshape(num_tokens, top_k),
       sorted_row=sorted_row.astype(jnp.int32),
       tile_expert=tile_expert,
+      tile_fill=None if tile_fill is None else tile_fill.astype(jnp.int32),
       num_experts=num_experts,
       top_k=top_k,
       capacity=capacity,

@@ -62,38 +62,51 @@ def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: j
   return add_tile_bias(out, down_proj_bias, None)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _grouped_linear(x, w, tile_expert, precision, implementation):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _grouped_linear(x, w, tile_expert, tile_fill, precision, implementation):
   return kernels.gmm(x, w, tile_expert, out_dtype=_dot_dtype(x.dtype), precision=precision,
                      implementation=implementation)
 
 
-def _grouped_linear_fwd(x, w, tile_expert, precision, implementation):
-  return _grouped_linear(x, w, tile_expert, precision, implementation), (x, w, tile_expert)
+def _grouped_linear_fwd(x, w, tile_expert, tile_fill, precision, implementation):
+  out = _grouped_linear(x, w, tile_expert, tile_fill, precision, implementation)
+  return out, (x, w, tile_expert, tile_fill)
 
 
 def _grouped_linear_bwd(precision, implementation, res, g):
-  x, w, tile_expert = res
+  x, w, tile_expert, tile_fill = res
   g = g.astype(x.dtype)
-  dx = kernels.gmm(g, w, tile_expert, transpose_rhs=True, out_dtype=x.dtype,
-                   precision=precision, implementation=implementation)  # [R, K]
+  lin = dict(precision=precision, implementation=implementation)
+  dx = kernels.gmm(g, w, tile_expert, transpose_rhs=True, out_dtype=x.dtype, **lin)  # [R, K]
+  # x is zero past each tile's fill, so those rows add nothing to dw: tgmm skips them.
   dw = kernels.tgmm(x, g, tile_expert, num_groups=w.shape[0], out_dtype=w.dtype,
-                    precision=precision, implementation=implementation)  # [E, K, N]
-  return dx, dw, None
+                    tile_fill=tile_fill, **lin)  # [E, K, N]
+  return dx, dw, None, None
 
 
 _grouped_linear.defvjp(_grouped_linear_fwd, _grouped_linear_bwd)
 
 
 def grouped_linear(x: jax.Array, w: jax.Array, tile_expert: jax.Array, *,
+                   tile_fill: jax.Array | None = None,
                    precision: jax.lax.Precision | None = None,
                    implementation: str | None = None) -> jax.Array:
   """Differentiable grouped matmul over row tiles: x [R, K] @ w[tile_expert] -> [R, N].
 
   forward `gmm`; backward dx = `gmm` with w transposed, dw = `tgmm`: the same
   kernels serve "xla" (ragged_dot) and "pallas". Output in `_dot_dtype(x.dtype)`.
+  tile_fill ([num_tiles] int32, optional): rows of each tile that hold data; x must
+  be zero past it, so that the weight gradient's `tgmm` may skip those rows.
   """
-  return _grouped_linear(x, w.astype(x.dtype), tile_expert, precision, implementation)
+  return _grouped_linear(x, w.astype(x.dtype), tile_expert, tile_fill, precision,
+                         implementation)
+
+
+def fill_mask(tile_fill: jax.Array, num_rows: int) -> jax.Array:
+  """[R] bool: rows of the tile layout that hold data (before their tile's fill)."""
+  tile_rows = num_rows // tile_fill.shape[0]
+  within = jnp.arange(tile_rows, dtype=jnp.int32)[None, :]  # [1, TM]
+  return (within < tile_fill[:, None]).reshape(num_rows)
 
 
 def _tile_bias(bias: jax.Array, tile_expert: jax.Array | None) -> jax.Array:
@@ -224,14 +237,19 @@ def add_tile_bias(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) 
 
 def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.Array,
                      gate_up_proj_bias: jax.Array, down_proj: jax.Array,
-                     down_proj_bias: jax.Array, *, activation: str, alpha: float = 1.702,
-                     limit: float = 7.0, precision: jax.lax.Precision | None = None,
+                     down_proj_bias: jax.Array, *, tile_fill: jax.Array | None = None,
+                     activation: str, alpha: float = 1.702, limit: float = 7.0,
+                     precision: jax.lax.Precision | None = None,
                      implementation: str | None = None) -> jax.Array:
   """Runs the experts over the dropless tile layout with grouped matmuls.
 
   Args:
     rows: [R, H] expert-sorted rows in tiles of TM = R / num_tiles rows (empty rows 0).
     tile_expert: [num_tiles] expert of each tile, -1 for unused tiles.
+    tile_fill: optional [num_tiles] rows of each tile that hold a slot
+      (`DispatchMeta.tile_fill`); rows past it must be empty (0). Given, the GLU's
+      output is zeroed on empty rows too (glu(bias) otherwise), so that the weight
+      gradients' `tgmm` may skip them whatever the cotangent.
     implementation: "xla" (ragged_dot), "pallas" (the Pallas grouped matmul) or None.
 
   Returns:
@@ -239,9 +257,11 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
     which nothing reads).
   """
   dtype = rows.dtype
-  lin = dict(precision=precision, implementation=implementation)
+  lin = dict(tile_fill=tile_fill, precision=precision, implementation=implementation)
   h = grouped_linear(rows, gate_up_proj, tile_expert, **lin)  # [R, 2I]
   a = bias_glu(h, gate_up_proj_bias, tile_expert, activation=activation, alpha=alpha,
                limit=limit)  # [R, I]
+  if tile_fill is not None:  # glu(bias) on empty rows: zero it for the down-projection tgmm
+    a = jnp.where(fill_mask(tile_fill, a.shape[0])[:, None], a, jnp.zeros((), a.dtype))
   out = grouped_linear(a, down_proj, tile_expert, **lin)  # [R, H]
   return add_tile_bias(out, down_proj_bias, tile_expert)

@@ -93,7 +93,8 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
                     params.down_proj_bias)
   if meta.capacity is None:
     out = experts.dropless_experts(rows, meta.tile_expert, *expert_weights,
-                                   implementation=impl, **mlp_kwargs)  # [R, H]
+                                   tile_fill=meta.tile_fill, implementation=impl,
+                                   **mlp_kwargs)  # [R, H]
   else:
     out = experts.binned_experts(rows, *expert_weights, **mlp_kwargs)  # [E, C, H]
   y = binned.binned_scatter(out, meta, weights, implementation=impl)  # [T, H]

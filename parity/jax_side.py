@@ -86,7 +86,7 @@ def _loss(params, x, cot, forced, forced_idx, *, config, inject):
              precision=config.lax_precision)
   tensors = (params.gate_up_proj, params.gate_up_proj_bias, params.down_proj, down_bias)
   if meta.capacity is None:
-    out = dropless_experts(rows, meta.tile_expert, *tensors,
+    out = dropless_experts(rows, meta.tile_expert, *tensors, tile_fill=meta.tile_fill,
                            implementation=config.implementation, **mlp)
   else:
     out = binned_experts(rows, *tensors, **mlp)

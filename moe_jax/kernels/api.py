@@ -402,6 +402,15 @@ def _check_tiles(lhs: jax.Array, tile_group: jax.Array) -> int:
   return tile_rows
 
 
+def _check_fill(tile_fill: jax.Array | None, tile_group: jax.Array) -> None:
+  """tile_fill must be None or int32 shaped like tile_group."""
+  if tile_fill is not None and (np.shape(tile_fill) != tile_group.shape
+                                or tile_fill.dtype != jnp.int32):
+    raise ValueError(f"tile_fill must be None or an int32 {tile_group.shape} array (one count "
+                     f"per tile of tile_group), got shape {np.shape(tile_fill)} and dtype "
+                     f"{getattr(tile_fill, 'dtype', type(tile_fill).__name__)}")
+
+
 def gmm(
     lhs: jax.Array,
     rhs: jax.Array,
@@ -469,6 +478,7 @@ def tgmm(
     tile_group: jax.Array,
     *,
     num_groups: int,
+    tile_fill: jax.Array | None = None,
     out_dtype: jnp.dtype | None = None,
     precision: jax.lax.Precision | None = None,
     implementation: Implementation | None = None,
@@ -486,6 +496,11 @@ def tgmm(
     rhs: [R, N] floating rows.
     tile_group: [R / TM] int32.
     num_groups: E.
+    tile_fill: optional [R / TM] int32 rows of each tile that hold data (the dropless
+      layout's `DispatchMeta.tile_fill`). Past its fill a tile's rows must be zero in
+      lhs or in rhs, so that their products vanish; kernels may skip them (the Mosaic
+      kernel stops each group's loop after its last filled 64-row step; "xla" and
+      Triton sum every row). None: every row may hold data.
     out_dtype: output dtype, lhs.dtype when None; accumulation is float32.
     precision, implementation, config, interpret: as for `gmm` (BK tiles K here).
 
@@ -494,6 +509,7 @@ def tgmm(
   """
   impl = resolve_implementation(implementation)
   tile_rows = _check_tiles(lhs, tile_group)
+  _check_fill(tile_fill, tile_group)
   if np.ndim(rhs) != 2 or rhs.shape[0] != lhs.shape[0]:
     raise ValueError(f"rhs must be [R={lhs.shape[0]}, N], got shape {np.shape(rhs)}")
   if not isinstance(num_groups, int) or num_groups < 1:
@@ -507,7 +523,7 @@ def tgmm(
                                            transposed=True, interpret=interpret)
   if config.backend == "mosaic":
     _check_mosaic(config, lhs, rhs.shape[1], tile_rows, interpret, transposed=True)
-    return _grouped_matmul_mgpu.tgmm(lhs, rhs.astype(lhs.dtype), tile_group,
+    return _grouped_matmul_mgpu.tgmm(lhs, rhs.astype(lhs.dtype), tile_group, tile_fill,
                                      num_groups=num_groups, out_dtype=out_dtype, config=config,
                                      num_sms=_compat.num_sms())
   return _grouped_matmul.tgmm(lhs, rhs.astype(lhs.dtype), tile_group, num_groups=num_groups,

@@ -121,6 +121,11 @@ class MatmulConfig:
       None (one band of every tile) all row tiles of a column block.
     backend: "triton" or "mosaic" (16-bit operands, K and N multiples of 64, gmm
       with TM = 128, on a Hopper GPU; no interpreter).
+    mma_in_flight: Mosaic only: wgmma groups each compute warpgroup leaves running
+      when a ring step ends, 0 or 1. 0 waits for each step's products before the next
+      step is issued; 1 issues the next step first and releases a ring slot one step
+      later (the inputs of the running products stay in shared memory). Must be
+      below num_stages.
   """
 
   block_n: int = 128
@@ -129,6 +134,7 @@ class MatmulConfig:
   num_stages: int = 3
   row_band: int | None = None
   backend: str = "triton"
+  mma_in_flight: int = 0
 
   def __post_init__(self):
     if self.backend not in MATMUL_BACKENDS:
@@ -145,6 +151,11 @@ class MatmulConfig:
       elif not isinstance(value, int) or not _is_power_of_two(value) or value < 16:
         raise ValueError(f"MatmulConfig.{name} must be a power of two >= 16, got {value!r}")
     _check_launch("MatmulConfig", self.num_warps, self.num_stages)
+    if self.mma_in_flight not in (0, 1) or isinstance(self.mma_in_flight, bool):
+      raise ValueError(f"MatmulConfig.mma_in_flight must be 0 or 1, got {self.mma_in_flight!r}")
+    if self.mma_in_flight >= self.num_stages:
+      raise ValueError(f"MatmulConfig.mma_in_flight={self.mma_in_flight} must be below "
+                       f"num_stages, got num_stages={self.num_stages}")
     if self.row_band is not None and (
         not isinstance(self.row_band, int) or isinstance(self.row_band, bool)
         or self.row_band < 1):

@@ -14,9 +14,13 @@ gmm's items are the (row tile, column block) pairs in the banded order of the Tr
 kernel (`grouped_matmul.tile_and_column`); its halves split the [TM, BN] tile along
 rows when BN/2 is not a multiple of 64, else along columns. A tile of no group stores
 zeros without reading anything. tgmm's items are (group, N block, K block), the group
-slowest; each runs a pipeline over the group's rows, 64 at a time, and a group with no
-rows stores zeros. Blocks may run past the edge of K and N (TMA zero-fills and drops),
-never past a whole array.
+slowest; each runs a pipeline over the group's rows, 64 at a time, up to the step
+holding its last filled row when told the tiles' fill (`tile_fill`), and a group with
+no rows stores zeros. Blocks may run past the edge of K and N (TMA zero-fills and drops),
+never past a whole array. With `MatmulConfig.mma_in_flight=1` each compute warpgroup
+issues a step's wgmma before waiting for the previous step's, and the ring releases a
+slot one step late (`BlockSpec.delay_release`), so the tensor cores never drain between
+steps; the accumulator's read at the end waits for all of them.
 
 Mosaic GPU has no interpreter on CPU: these kernels run on a Hopper GPU only and their
 values are tested there (`pytest -m gpu`); CI checks that they trace and lower.
@@ -132,19 +136,22 @@ def _launch(plgpu, body, out_shape: tuple[int, ...], out_dtype, num_sms: int):
 
 def _kernel(group_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_tiles: int, num_cols: int,
             tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
-            row_band: int, transpose_rhs: bool, epi_n: int):
+            row_band: int, transpose_rhs: bool, epi_n: int, in_flight: int):
   plgpu = _compat.mosaic_gpu()
   split_rows = _split_rows(block_n)
   wg_m = tile_rows // 2 if split_rows else tile_rows
   wg_n = block_n if split_rows else block_n // 2
   out_dtype = out_gmem.dtype
   tf = _transforms(plgpu, lhs_gmem.dtype, block_k)
-  a_spec = plgpu.BlockSpec((tile_rows, block_k), lambda kk: (0, kk), transforms=tf)
+  a_spec = plgpu.BlockSpec((tile_rows, block_k), lambda kk: (0, kk), transforms=tf,
+                           delay_release=in_flight)
   if transpose_rhs:
-    b_spec = plgpu.BlockSpec((block_n, block_k), lambda kk: (0, kk), transforms=tf)
+    b_spec = plgpu.BlockSpec((block_n, block_k), lambda kk: (0, kk), transforms=tf,
+                             delay_release=in_flight)
   else:
     b_spec = plgpu.BlockSpec((block_k, block_n), lambda kk: (kk, 0),
-                             transforms=_transforms(plgpu, lhs_gmem.dtype, block_n))
+                             transforms=_transforms(plgpu, lhs_gmem.dtype, block_n),
+                             delay_release=in_flight)
 
   def pipeline(body, context):
     return plgpu.emit_pipeline_warp_specialized(
@@ -186,7 +193,7 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_tiles: int, num_col
         else:
           b = b_smem.at[:, wg_cols]
         plgpu.wgmma(acc, a_smem.at[wg_rows], b)
-        plgpu.wgmma_wait(0)
+        plgpu.wgmma_wait(in_flight)  # the slot released after this step is then free
         return acc
 
       @pl.when(group >= 0)
@@ -215,8 +222,8 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
     tile_group: [num_tiles] int32 group of each tile, < 0 for none.
     transpose_rhs: multiply by rhs[e].T.
     out_dtype: output dtype (accumulation is float32).
-    config: block_n (CTA output columns), block_k, num_stages (TMA ring depth) and
-      row_band; num_warps is not used (the CTA is three warpgroups).
+    config: block_n (CTA output columns), block_k, num_stages (TMA ring depth),
+      row_band and mma_in_flight; num_warps is not used (the CTA is three warpgroups).
     num_sms: CTAs of the persistent grid, one per multiprocessor.
 
   Returns:
@@ -232,9 +239,11 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
     raise ValueError(f"the Mosaic GPU gmm {why}")
   num_cols = pl.cdiv(n, config.block_n)
   k_steps = pl.cdiv(k, config.block_k)
+  stages = min(config.num_stages, k_steps)
   params = dict(
       num_tiles=num_tiles, num_cols=num_cols, tile_rows=tile_rows, block_n=config.block_n,
-      block_k=config.block_k, k_steps=k_steps, stages=min(config.num_stages, k_steps),
+      block_k=config.block_k, k_steps=k_steps, stages=stages,
+      in_flight=min(config.mma_in_flight, stages - 1),
       row_band=min(config.row_band or num_tiles, num_tiles), transpose_rhs=transpose_rhs,
       epi_n=epilogue_n(
           config.num_stages * (tile_rows + config.block_n) * config.block_k * lhs.dtype.itemsize,
@@ -263,9 +272,9 @@ def tgmm_supports(lhs_dtype, k: int, n: int, tile_rows: int, config: MatmulConfi
           or _edge_problem("N", n, "block_n", config.block_n))
 
 
-def _tgmm_kernel(start_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_groups: int, k_blocks: int,
-                 n_blocks: int, steps_per_tile: int, block_k: int, block_n: int, stages: int,
-                 epi_n: int):
+def _tgmm_kernel(start_gmem, steps_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_groups: int,
+                 k_blocks: int, n_blocks: int, steps_per_tile: int, block_k: int, block_n: int,
+                 stages: int, epi_n: int, in_flight: int):
   plgpu = _compat.mosaic_gpu()
   wg_n = block_n // 2
   out_dtype = out_gmem.dtype
@@ -278,8 +287,10 @@ def _tgmm_kernel(start_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_groups: int, k
     return plgpu.emit_pipeline_warp_specialized(
         body, grid=(steps,), memory_registers=_MEMORY_REGISTERS,
         in_specs=[
-            plgpu.BlockSpec((_TGMM_ROWS, block_k), lambda s: (first_step + s, 0), transforms=a_tf),
-            plgpu.BlockSpec((_TGMM_ROWS, block_n), lambda s: (first_step + s, 0), transforms=b_tf),
+            plgpu.BlockSpec((_TGMM_ROWS, block_k), lambda s: (first_step + s, 0), transforms=a_tf,
+                            delay_release=in_flight),
+            plgpu.BlockSpec((_TGMM_ROWS, block_n), lambda s: (first_step + s, 0), transforms=b_tf,
+                            delay_release=in_flight),
         ],
         wg_axis="wg", num_compute_wgs=2, max_concurrent_steps=stages, compute_context=context)
 
@@ -306,7 +317,7 @@ def _tgmm_kernel(start_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_groups: int, k
       e = pid // (n_blocks * k_blocks)
       j = (pid // k_blocks) % n_blocks
       i = pid % k_blocks
-      first, last = start_gmem[e], start_gmem[e + 1]
+      first, steps = start_gmem[e], steps_gmem[e]
       out_tile = out_gmem.at[e, pl.ds(i * block_k, block_k), pl.ds(j * block_n, block_n)]
       store = functools.partial(_store, plgpu, out_smem.at[wg], out_tile.at[:, wg_cols], wg_n,
                                 epi_n)
@@ -315,15 +326,15 @@ def _tgmm_kernel(start_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_groups: int, k
       def mma(_, a_smem, b_smem, acc):
         # out block [BK, BN/2] += lhs rows [64, BK].T @ rhs rows [64, BN/2]
         plgpu.wgmma(acc, a_smem.at[:, :].transpose((1, 0)), b_smem.at[:, wg_cols])
-        plgpu.wgmma_wait(0)
+        plgpu.wgmma_wait(in_flight)
         return acc
 
-      @pl.when(last > first)
+      @pl.when(steps > 0)
       def _():
-        run = pipeline(mma, context, first * steps_per_tile, (last - first) * steps_per_tile)
+        run = pipeline(mma, context, first * steps_per_tile, steps)
         run(a_cols(i), b_cols(j), allocations=allocs)
 
-      @pl.when(jnp.logical_and(last <= first, wg < 2))
+      @pl.when(jnp.logical_and(steps <= 0, wg < 2))
       def _():
         store(lambda cs: jnp.zeros((block_k, epi_n), out_dtype))
 
@@ -331,7 +342,8 @@ def _tgmm_kernel(start_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_groups: int, k
 
 
 @functools.partial(jax.jit, static_argnames=("num_groups", "out_dtype", "config", "num_sms"))
-def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: int, out_dtype,
+def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
+         tile_fill: jax.Array | None = None, *, num_groups: int, out_dtype,
          config: MatmulConfig, num_sms: int) -> jax.Array:
   """Builds and runs the Mosaic GPU tgmm; inputs are validated by the API.
 
@@ -339,6 +351,9 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: i
     lhs: [R, K] bf16/f16; rhs: [R, N] of lhs's dtype; R = num_tiles * TM.
     tile_group: [num_tiles] int32, each group's tiles contiguous and in group order,
       group-less tiles (< 0) last (the dropless layout).
+    tile_fill: [num_tiles] int32 rows of each tile whose products may be nonzero, or
+      None (all): a group's pipeline stops after the 64-row step holding its last
+      filled row (only a group's last tile may be partly filled).
     num_groups: E.
     out_dtype: output dtype (accumulation is float32).
     config: block_k (output rows of K per CTA item, a multiple of 64), block_n (a
@@ -356,16 +371,23 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: i
   why = tgmm_supports(lhs.dtype, k, n, tile_rows, config)
   if why is not None:
     raise ValueError(f"the Mosaic GPU tgmm {why}")
-  counts = reference.group_tiles(tile_group, num_groups)
-  start = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(counts, dtype=jnp.int32)])
+  counts = reference.group_tiles(tile_group, num_groups)  # [E] tiles
+  start = jnp.cumsum(counts, dtype=jnp.int32) - counts  # [E] first tile
+  if tile_fill is None:
+    steps = counts * (tile_rows // _TGMM_ROWS)
+  else:  # steps up to each group's last filled row
+    rows = reference.group_filled_rows(tile_group, tile_fill, num_groups)  # [E]
+    steps = (rows + _TGMM_ROWS - 1) // _TGMM_ROWS
   out_bytes = jnp.dtype(out_dtype).itemsize
   ring = config.num_stages * _TGMM_ROWS * (config.block_k + config.block_n) * lhs.dtype.itemsize
   epi_n = epilogue_n(ring, config.block_k, out_bytes)
   params = dict(
       num_groups=num_groups, k_blocks=pl.cdiv(k, config.block_k),
       n_blocks=pl.cdiv(n, config.block_n), steps_per_tile=tile_rows // _TGMM_ROWS,
-      block_k=config.block_k, block_n=config.block_n, stages=config.num_stages, epi_n=epi_n)
+      block_k=config.block_k, block_n=config.block_n, stages=config.num_stages, epi_n=epi_n,
+      in_flight=config.mma_in_flight)
 
   def moe_tgmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (TGMM_NAME)
     _tgmm_kernel(*refs, **params)
-  return _launch(plgpu, moe_tgmm_mgpu, (num_groups, k, n), out_dtype, num_sms)(start, lhs, rhs)
+  return _launch(plgpu, moe_tgmm_mgpu, (num_groups, k, n), out_dtype, num_sms)(
+      start, steps.astype(jnp.int32), lhs, rhs)

@@ -29,6 +29,13 @@ def _check(idx, num_experts, capacity):
     if row >= 0:
       assert gs[row] == s
   assert (gs >= 0).sum() == keep.sum()
+  if capacity is None:  # rows holding a slot are the first tile_fill rows of each tile
+    tm = meta.tile_rows
+    np.testing.assert_array_equal(np.repeat(np.arange(tm)[None, :], len(meta.tile_fill), 0)
+                                  < np.asarray(meta.tile_fill)[:, None],
+                                  (gs >= 0).reshape(-1, tm))
+  else:
+    assert meta.tile_fill is None and meta.tile_expert is None
   return meta
 
 
@@ -100,6 +107,10 @@ def test_dropless_tile_layout(pattern, tile_rows):
   sorted_row = np.asarray(meta.sorted_row)
   assert np.all(np.diff(sorted_row) > 0)
   np.testing.assert_array_equal(np.asarray(meta.gather_slot)[sorted_row], meta.sort_order)
+  # Each tile's fill is the number of its rows holding a slot, and they come first.
+  used = (np.asarray(meta.gather_slot) >= 0).reshape(-1, tm)
+  np.testing.assert_array_equal(np.asarray(meta.tile_fill), used.sum(axis=1))
+  assert np.all(used == (np.arange(tm)[None, :] < used.sum(axis=1)[:, None]))
 
 
 def test_dropless_tile_count_bound_is_tight_enough():

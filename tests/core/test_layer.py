@@ -203,13 +203,17 @@ class TestValidation:
 
 
 @pytest.mark.gpu
-def test_dropless_bf16_layer_on_the_mosaic_gmm():
+@pytest.mark.parametrize("hidden,inter", [(128, 64), (192, 192)])
+def test_dropless_bf16_layer_on_the_mosaic_gmm(hidden, inter):
   """bf16 dropless at TM = 128 with K, N multiples of 64: on an H100 the grouped matmuls
   (forward and input gradients) run the Mosaic GPU kernel. Forward against float64,
-  gradients against the "xla" implementation (ragged_dot), both in bf16."""
+  gradients against the "xla" implementation (ragged_dot), both in bf16. (H, I) =
+  (128, 64) runs 128-column blocks (a column half per warpgroup), (192, 192) runs
+  192-column blocks (a 64-row half per warpgroup)."""
   from moe_jax import _compat
   assert _compat.is_hopper(), "the GPU tests of this project run on an H100/H200"
-  kw = dict(num_experts=4, top_k=2, hidden_size=128, intermediate_size=64, capacity_factor=None,
+  kw = dict(num_experts=4, top_k=2, hidden_size=hidden, intermediate_size=inter,
+            capacity_factor=None,
             dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, precision=None)
   cfg = MoEConfig(implementation="pallas", **kw)
   params = MoEParams(*(p.astype(jnp.bfloat16) for p in _params(cfg)))

@@ -142,6 +142,24 @@ def test_xla_matches_float64(case):
   _assert_close(got, _np_tgmm, jnp.float32, lhs, g, groups, e)
 
 
+@pytest.mark.parametrize("implementation,interpret", [("xla", None), ("pallas", True)])
+def test_tgmm_tile_fill_keeps_the_product(implementation, interpret):
+  """With rows past each tile's fill zero in lhs (the contract), tgmm given tile_fill
+  equals float64 of the plain product; xla and Triton sum every row."""
+  case = (3, 40, 72, 16, [0, 0, 2, 2, 2, -1])
+  e, _, n, tm, groups = case
+  fill = np.array([16, 5, 16, 16, 9, 0], np.int32)
+  rows = (np.arange(tm)[None, :] < fill[:, None]).reshape(-1)
+  lhs, _, tile_group = _operands(case, jnp.float32, seed=13)
+  lhs = jnp.where(jnp.asarray(rows)[:, None], lhs, 0.0)
+  kw = dict(tile_fill=jnp.asarray(fill), implementation=implementation, precision=HIGHEST)
+  if interpret:
+    kw["interpret"] = True
+  g = normal(14, (lhs.shape[0], n), jnp.float32)
+  got = tgmm(lhs, g, tile_group, num_groups=e, **kw)
+  _assert_close(got, _np_tgmm, jnp.float32, lhs, g, groups, e)
+
+
 @pytest.mark.parametrize("num_tiles,num_cols,band", [(8, 4, 3), (5, 7, 1), (6, 2, 6), (7, 3, 2)])
 def test_launch_position_is_the_banded_order(num_tiles, num_cols, band):
   """tile_and_column against the order written out in NumPy: bands of `band` tiles,
@@ -180,6 +198,17 @@ def test_gmm_errors(kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     gmm(args["lhs"], args["rhs"], args["groups"], implementation="xla")
+
+
+def test_tile_fill_errors():
+  lhs, groups = jnp.zeros((32, 8)), jnp.zeros(2, jnp.int32)
+  with pytest.raises(ValueError, match=r"tile_fill must be None or an int32 \(2,\) array \(one "
+                                       r"count per tile of tile_group\), got shape \(3,\) and "
+                                       r"dtype int32"):
+    tgmm(lhs, lhs, groups, num_groups=2, tile_fill=jnp.zeros(3, jnp.int32), implementation="xla")
+  with pytest.raises(ValueError, match=r"got shape \(2,\) and dtype float32"):
+    tgmm(lhs, lhs, groups, num_groups=2, tile_fill=jnp.zeros(2, jnp.float32),
+         implementation="xla")
 
 
 def test_tgmm_errors():

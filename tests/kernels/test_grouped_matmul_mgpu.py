@@ -43,20 +43,22 @@ def _operands(case, transpose_rhs, seed):
   return lhs, rhs, jnp.asarray(groups, jnp.int32)
 
 
-def _config(case, stages=4):
+def _config(case, stages=4, in_flight=0):
   return MatmulConfig(block_n=case[4], block_k=64, num_stages=stages, row_band=case[5],
-                      backend="mosaic")
+                      backend="mosaic", mma_in_flight=in_flight)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("in_flight", [0, 1])
 @pytest.mark.parametrize("out_dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("transpose_rhs", [False, True])
 @pytest.mark.parametrize("case", CASES)
-def test_mosaic_gmm_matches_float64(case, transpose_rhs, out_dtype):
+def test_mosaic_gmm_matches_float64(case, transpose_rhs, out_dtype, in_flight):
   lhs, rhs, groups = _operands(case, transpose_rhs, seed=20)
   lhs = lhs.at[-128:].set(jnp.nan) if case[3][-1] < 0 else lhs  # never read
+  config = _config(case, in_flight=in_flight)
   got = jax.jit(lambda a, b, t: gmm(a, b, t, transpose_rhs=transpose_rhs, out_dtype=out_dtype,
-                                    implementation="pallas", config=_config(case)))(lhs, rhs, groups)
+                                    implementation="pallas", config=config))(lhs, rhs, groups)
   assert got.dtype == out_dtype
   if case[3][-1] < 0:
     assert np.all(np.asarray(got[-128:]) == 0)
@@ -65,17 +67,61 @@ def test_mosaic_gmm_matches_float64(case, transpose_rhs, out_dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("in_flight", [0, 1])
 @pytest.mark.parametrize("case", TGMM_CASES)
-def test_mosaic_tgmm_matches_float64(case):
+def test_mosaic_tgmm_matches_float64(case, in_flight):
   e, k, n, groups, block_k, block_n = case
   lhs = normal(40, (len(groups) * 128, k), jnp.bfloat16)
   rhs = normal(41, (len(groups) * 128, n), jnp.bfloat16)
-  config = MatmulConfig(block_n=block_n, block_k=block_k, num_stages=3, backend="mosaic")
+  config = MatmulConfig(block_n=block_n, block_k=block_k, num_stages=3, backend="mosaic",
+                        mma_in_flight=in_flight)
   got = jax.jit(lambda a, b, t: tgmm(a, b, t, num_groups=e, out_dtype=jnp.float32,
                                      implementation="pallas", config=config))(
                                          lhs, rhs, jnp.asarray(groups, jnp.int32))
   assert got.shape == (e, k, n)
   _assert_close(got, _np_tgmm, jnp.float32, lhs, rhs, np.asarray(groups), e)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("in_flight", [0, 1])
+def test_mosaic_tgmm_stops_at_the_last_filled_step(in_flight):
+  """Each group's loop ends with the 64-row step holding its last filled row: rows of
+  later steps hold garbage (3.0) that would otherwise add in."""
+  e, groups = 4, [0, 0, 2, 3, -1]
+  fill = np.array([128, 70, 128, 10, 0], np.int32)  # group 0: 198 rows, 4 steps; 3: 1 step
+  lhs = normal(61, (len(groups) * 128, 192), jnp.bfloat16)
+  rhs = normal(62, (len(groups) * 128, 256), jnp.bfloat16)
+  row = np.arange(len(groups) * 128)
+  skipped = (row >= 3 * 128 + 64)  # group 3's second step and the unused tile
+  lhs = jnp.where(jnp.asarray(skipped)[:, None], jnp.bfloat16(3.0), lhs)
+  config = MatmulConfig(block_n=256, block_k=128, num_stages=3, backend="mosaic",
+                        mma_in_flight=in_flight)
+  got = jax.jit(lambda a, b, t, f: tgmm(a, b, t, num_groups=e, tile_fill=f, out_dtype=jnp.float32,
+                                        implementation="pallas", config=config))(
+                                            lhs, rhs, jnp.asarray(groups, jnp.int32),
+                                            jnp.asarray(fill))
+  want_lhs = jnp.where(jnp.asarray(~skipped)[:, None], lhs, 0)
+  _assert_close(got, _np_tgmm, jnp.float32, want_lhs, rhs, np.asarray(groups), e)
+
+
+@pytest.mark.gpu
+def test_products_left_in_flight_change_no_bit():
+  """mma_in_flight=1 only overlaps the steps' wgmma; each accumulator sums in the same
+  order, so gmm and tgmm give the same bits as with 0 (a slot released too early would
+  not), on a K of many ring cycles."""
+  case = (4, 2880, 384, [0, 1, 1, 3, 3, 3, -1], 192, 3)
+  lhs, rhs, groups = _operands(case, False, seed=50)
+  run = lambda c: jax.jit(lambda a, b, t: gmm(a, b, t, implementation="pallas", config=c))(
+      lhs, rhs, groups)
+  np.testing.assert_array_equal(np.asarray(run(_config(case, 4, 0)), np.float32),
+                                np.asarray(run(_config(case, 4, 1)), np.float32))
+  g = normal(51, (lhs.shape[0], 256), jnp.bfloat16)
+  run_t = lambda f: jax.jit(lambda a, b, t: tgmm(
+      a, b, t, num_groups=4, implementation="pallas",
+      config=MatmulConfig(block_n=256, block_k=128, num_stages=3, backend="mosaic",
+                          mma_in_flight=f)))(lhs, g, groups)
+  np.testing.assert_array_equal(np.asarray(run_t(0), np.float32),
+                                np.asarray(run_t(1), np.float32))
 
 
 @pytest.mark.gpu
@@ -94,25 +140,30 @@ def test_default_config_on_hopper_is_mosaic_and_matches_triton():
   _assert_close(got, _np_gmm, jnp.bfloat16, lhs, rhs, np.asarray(groups))
 
 
+@pytest.mark.parametrize("in_flight", [0, 1])
 @pytest.mark.parametrize("transpose_rhs", [False, True])
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]])
-def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs):
+def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs, in_flight):
   """Tracing and Mosaic GPU lowering run on any machine: API drift fails here in CI."""
   lhs, rhs, groups = _operands(case, transpose_rhs, seed=0)
+  config = _config(case, in_flight=in_flight)
   fn = lambda a, b, t: mgpu.gmm(a, b, t, transpose_rhs=transpose_rhs, out_dtype=jnp.bfloat16,
-                                config=_config(case), num_sms=132)
+                                config=config, num_sms=132)
   text = _compat.lower_for_cuda(fn, lhs, rhs, groups)
   assert "mosaic_gpu" in text
 
 
-def test_mosaic_tgmm_lowers_for_cuda():
+@pytest.mark.parametrize("in_flight", [0, 1])
+def test_mosaic_tgmm_lowers_for_cuda(in_flight):
   e, k, n, groups, block_k, block_n = TGMM_CASES[0]
-  config = MatmulConfig(block_n=block_n, block_k=block_k, num_stages=3, backend="mosaic")
-  fn = lambda a, b, t: mgpu.tgmm(a, b, t, num_groups=e, out_dtype=jnp.bfloat16, config=config,
-                                 num_sms=132)
+  config = MatmulConfig(block_n=block_n, block_k=block_k, num_stages=3, backend="mosaic",
+                        mma_in_flight=in_flight)
+  fn = lambda a, b, t, f: mgpu.tgmm(a, b, t, f, num_groups=e, out_dtype=jnp.bfloat16,
+                                    config=config, num_sms=132)
   rows = len(groups) * 128
   text = _compat.lower_for_cuda(fn, jnp.zeros((rows, k), jnp.bfloat16),
-                                jnp.zeros((rows, n), jnp.bfloat16), jnp.asarray(groups, jnp.int32))
+                                jnp.zeros((rows, n), jnp.bfloat16), jnp.asarray(groups, jnp.int32),
+                                jnp.full(len(groups), 70, jnp.int32))
   assert "mosaic_gpu" in text
 
 
@@ -133,6 +184,11 @@ def test_mosaic_config_rules_and_errors():
     MatmulConfig(block_n=96, backend="mosaic")
   with pytest.raises(ValueError, match=r"block_n must be a power of two >= 16, got 192"):
     MatmulConfig(block_n=192)
+  with pytest.raises(ValueError, match=r"mma_in_flight must be 0 or 1, got 2"):
+    MatmulConfig(backend="mosaic", mma_in_flight=2)
+  with pytest.raises(ValueError, match=r"mma_in_flight=1 must be below num_stages, got "
+                                       r"num_stages=1"):
+    MatmulConfig(backend="mosaic", mma_in_flight=1, num_stages=1)
   lhs, rhs, groups = _operands(CASES[0], False, seed=0)
   with pytest.raises(ValueError, match=r"no interpreter: expected interpret=False .* got "
                                        r"interpret=True"):
