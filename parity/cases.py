@@ -151,6 +151,11 @@ CATALOGUE: tuple[Case, ...] = (
          scheme="nonzero-bias", about="GPT-OSS-20b-like MLP: E=32 H=I=2880 K=4"),
     Case(name="gpt-oss-20b-cf1.0-bf16", **_GPT_OSS_20B, capacity_factor=1.0, dtype="bfloat16",
          scheme="nonzero-bias", about="GPT-OSS-20b-like, bf16, capacity factor 1.0"),
+    # T*K/E = 128 slots per expert: the dropless layout's 128-row tiles, so on a Hopper
+    # GPU the grouped matmuls and their gradients run the Mosaic GPU kernels.
+    Case(name="gpt-oss-20b-bf16", **dict(_GPT_OSS_20B, seq=1024), capacity_factor=None,
+         dtype="bfloat16", scheme="nonzero-bias",
+         about="GPT-OSS-20b-like, bf16, dropless at T=1024: the Mosaic GPU gmm/tgmm path"),
     Case(name="mixtral", **_MIXTRAL, capacity_factor=None, dtype="float32",
          about="Mixtral-like: E=8 K=2 H=1024 I=4096, softmax-then-top-k, SwiGLU, no biases"),
     Case(name="mixtral-cf0.5-bf16", **_MIXTRAL, capacity_factor=0.5, dtype="bfloat16",
