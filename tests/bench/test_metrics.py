@@ -71,3 +71,18 @@ def test_derive_pack_has_strict_bandwidth():
                           kernel_ms_median=None), CFG, {})
   assert d["gbps_strict"] == pytest.approx(480 / 1e-6 / 1e9)
   assert d["tflops"] is None and d["pct_roofline"] is None
+
+
+def test_jax_copy_op_adds_one_to_each_uint32_word():
+  """The JAX copy floor's op: the buffer's bytes as uint32 words plus 1, against NumPy
+  doing the same on a copy of the bytes (bf16 and f32 buffers, read once, written once)."""
+  import jax.numpy as jnp
+  import numpy as np
+  from bench.floors import jax_copy_op
+  rng = np.random.default_rng(0)
+  for dtype in (jnp.bfloat16, jnp.float32):
+    x = jnp.asarray(rng.standard_normal(64), dtype)
+    got = np.asarray(jax_copy_op(x))
+    want = (np.asarray(x).view(np.uint32) + np.uint32(1)).view(np.asarray(x).dtype)
+    assert got.dtype == np.asarray(x).dtype and got.shape == x.shape
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
