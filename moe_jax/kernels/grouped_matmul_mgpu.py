@@ -19,8 +19,9 @@ holding its last filled row when told the tiles' fill (`tile_fill`), and a group
 no rows stores zeros. Blocks may run past the edge of K and N (TMA zero-fills and drops),
 never past a whole array. With `MatmulConfig.mma_in_flight=1` each compute warpgroup
 issues a step's wgmma before waiting for the previous step's, and the ring releases a
-slot one step late (`BlockSpec.delay_release`), so the tensor cores never drain between
-steps; the accumulator's read at the end waits for all of them.
+slot one step late (`BlockSpec.delay_release`); the accumulator's read at the end waits
+for all of them. (Meant to keep the tensor cores fed between steps, it measured no
+faster than 0 on an H200: bench/NOTES.md, variant 13.)
 
 Mosaic GPU has no interpreter on CPU: these kernels run on a Hopper GPU only and their
 values are tested there (`pytest -m gpu`); CI checks that they trace and lower.
@@ -341,6 +342,21 @@ def _tgmm_kernel(start_gmem, steps_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_gr
   plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
 
+def group_steps(tile_group: jax.Array, tile_fill: jax.Array | None, num_groups: int,
+                tile_rows: int) -> tuple[jax.Array, jax.Array]:
+  """([E] first tile, [E] 64-row steps) of each group's tgmm loop, int32.
+
+  The loop runs from the group's first row to the step holding the last filled row of
+  its last tile (all of its rows when tile_fill is None); a group with no tile runs none.
+  """
+  counts = reference.group_tiles(tile_group, num_groups)  # [E] tiles
+  start = jnp.cumsum(counts, dtype=jnp.int32) - counts  # [E] first tile
+  last_fill = tile_rows if tile_fill is None else tile_fill[
+      jnp.clip(start + counts - 1, 0, tile_group.shape[0] - 1)]  # [E]
+  rows = jnp.where(counts > 0, (counts - 1) * tile_rows + last_fill, 0)  # [E]
+  return start, ((rows + _TGMM_ROWS - 1) // _TGMM_ROWS).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("num_groups", "out_dtype", "config", "num_sms"))
 def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
          tile_fill: jax.Array | None = None, *, num_groups: int, out_dtype,
@@ -352,8 +368,8 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
     tile_group: [num_tiles] int32, each group's tiles contiguous and in group order,
       group-less tiles (< 0) last (the dropless layout).
     tile_fill: [num_tiles] int32 rows of each tile whose products may be nonzero, or
-      None (all): a group's pipeline stops after the 64-row step holding its last
-      filled row (only a group's last tile may be partly filled).
+      None (all): a group's pipeline stops after the 64-row step holding the last
+      filled row of its last tile.
     num_groups: E.
     out_dtype: output dtype (accumulation is float32).
     config: block_k (output rows of K per CTA item, a multiple of 64), block_n (a
@@ -371,13 +387,7 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
   why = tgmm_supports(lhs.dtype, k, n, tile_rows, config)
   if why is not None:
     raise ValueError(f"the Mosaic GPU tgmm {why}")
-  counts = reference.group_tiles(tile_group, num_groups)  # [E] tiles
-  start = jnp.cumsum(counts, dtype=jnp.int32) - counts  # [E] first tile
-  if tile_fill is None:
-    steps = counts * (tile_rows // _TGMM_ROWS)
-  else:  # steps up to each group's last filled row
-    rows = reference.group_filled_rows(tile_group, tile_fill, num_groups)  # [E]
-    steps = (rows + _TGMM_ROWS - 1) // _TGMM_ROWS
+  start, steps = group_steps(tile_group, tile_fill, num_groups, tile_rows)
   out_bytes = jnp.dtype(out_dtype).itemsize
   ring = config.num_stages * _TGMM_ROWS * (config.block_k + config.block_n) * lhs.dtype.itemsize
   epi_n = epilogue_n(ring, config.block_k, out_bytes)
@@ -390,4 +400,4 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
   def moe_tgmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (TGMM_NAME)
     _tgmm_kernel(*refs, **params)
   return _launch(plgpu, moe_tgmm_mgpu, (num_groups, k, n), out_dtype, num_sms)(
-      start, steps.astype(jnp.int32), lhs, rhs)
+      start, steps, lhs, rhs)

@@ -117,12 +117,6 @@ def group_tiles(tile_group: jax.Array, num_groups: int) -> jax.Array:
                  axis=1, dtype=jnp.int32)
 
 
-def group_filled_rows(tile_group: jax.Array, tile_fill: jax.Array, num_groups: int) -> jax.Array:
-  """[E] int32 filled rows of each group: the sum of `tile_fill` over its tiles."""
-  onehot = tile_group[None, :] == jnp.arange(num_groups, dtype=jnp.int32)[:, None]
-  return jnp.sum(jnp.where(onehot, tile_fill[None, :], 0), axis=1, dtype=jnp.int32)
-
-
 def _group_rows(tile_group: jax.Array, num_rows: int, num_groups: int) -> jax.Array:
   """[E] rows of each group: its tile count times the tile height."""
   return group_tiles(tile_group, num_groups) * (num_rows // tile_group.shape[0])

@@ -167,6 +167,23 @@ def test_mosaic_tgmm_lowers_for_cuda(in_flight):
   assert "mosaic_gpu" in text
 
 
+def test_tgmm_group_steps_end_at_the_last_filled_row():
+  """Each group's loop: first tile, and 64-row steps up to the last filled row of its
+  last tile, against the layout written out in NumPy; a partly filled middle tile (not
+  made by the dispatch, but allowed) does not cut the loop short."""
+  groups = np.array([0, 0, 2, 3, 3, 3, -1, -1], np.int32)
+  fill = np.array([128, 70, 128, 128, 40, 128, 0, 0], np.int32)
+  start, steps = mgpu.group_steps(jnp.asarray(groups), jnp.asarray(fill), 5, 128)
+  rows = [0] * 5
+  for t, g in enumerate(groups):
+    if g >= 0:  # the group's rows up to this tile's fill, counting its full tiles before
+      rows[g] = (t - list(groups).index(g)) * 128 + fill[t]
+  assert np.asarray(start).tolist() == [0, 2, 2, 3, 6]
+  assert np.asarray(steps).tolist() == [-(-r // 64) for r in rows]  # [4, 0, 2, 6, 0]
+  _, full = mgpu.group_steps(jnp.asarray(groups), None, 5, 128)
+  assert np.asarray(full).tolist() == [4, 0, 2, 6, 0]
+
+
 def test_epilogue_narrows_when_shared_memory_is_short():
   # gmm at BN 256, 4 stages: ring 4 * (128 + 256) * 64 * 2 B = 192 KB; 64-column staging
   # for two warpgroups of [128, 64] (double-buffered) is 64 KB more: past 227 KB
