@@ -273,8 +273,8 @@ class JaxRunner:
       def mlp(rows, groups, *w):
         return dropless_experts(rows, groups[0], *w, tile_fill=groups[1], implementation=impl,
                                 **kw)
-      groups = [(lambda m: (m.tile_expert, m.tile_fill))(self._routing(j, "dropless")[3])
-                for j in range(n)]
+      metas = [self._routing(j, "dropless")[3] for j in range(n)]
+      groups = [(m.tile_expert, m.tile_fill) for m in metas]
     if case.mode == "fwd":
       fn = mlp
       ins = [(self._rows(case.variant, j), groups[j]) + weights for j in range(n)]

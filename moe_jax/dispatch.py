@@ -150,11 +150,9 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
     combine_index = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_row)
     t = jnp.arange(num_tiles, dtype=jnp.int32)
     tile_expert = jnp.sum(tile_end[None, :] <= t[:, None], axis=1, dtype=jnp.int32)
-    used = tile_expert < num_experts
-    e = jnp.minimum(tile_expert, num_experts - 1)
-    before = (t - (tile_end - expert_tiles)[e]) * tm  # rows of e in its earlier tiles
-    tile_fill = jnp.where(used, jnp.clip(tokens_per_expert[e] - before, 0, tm), 0)
-    tile_expert = jnp.where(used, tile_expert, -1)  # [num_tiles]
+    tile_expert = jnp.where(tile_expert < num_experts, tile_expert, -1)  # [num_tiles]
+    tile_fill = jnp.sum((gather_slot >= 0).reshape(num_tiles, tm), axis=1,
+                        dtype=jnp.int32)  # [num_tiles]
   else:
     keep = position < capacity
     combine_index = jnp.where(keep, flat * capacity + position, -1)
@@ -176,7 +174,7 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
       combine_index=combine_index.reshape(num_tokens, top_k),
       sorted_row=sorted_row.astype(jnp.int32),
       tile_expert=tile_expert,
-      tile_fill=None if tile_fill is None else tile_fill.astype(jnp.int32),
+      tile_fill=tile_fill,
       num_experts=num_experts,
       top_k=top_k,
       capacity=capacity,

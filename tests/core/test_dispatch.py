@@ -29,14 +29,18 @@ def _check(idx, num_experts, capacity):
     if row >= 0:
       assert gs[row] == s
   assert (gs >= 0).sum() == keep.sum()
-  if capacity is None:  # rows holding a slot are the first tile_fill rows of each tile
-    tm = meta.tile_rows
-    np.testing.assert_array_equal(np.repeat(np.arange(tm)[None, :], len(meta.tile_fill), 0)
-                                  < np.asarray(meta.tile_fill)[:, None],
-                                  (gs >= 0).reshape(-1, tm))
+  if capacity is None:
+    _check_fill(meta)
   else:
     assert meta.tile_fill is None and meta.tile_expert is None
   return meta
+
+
+def _check_fill(meta):
+  """Each tile's fill counts its rows holding a slot, and those rows come first."""
+  used = (np.asarray(meta.gather_slot) >= 0).reshape(-1, meta.tile_rows)
+  fill = np.asarray(meta.tile_fill)
+  np.testing.assert_array_equal(used, np.arange(meta.tile_rows)[None, :] < fill[:, None])
 
 
 @pytest.mark.parametrize("capacity", [None, 1, 2, 5])
@@ -107,10 +111,10 @@ def test_dropless_tile_layout(pattern, tile_rows):
   sorted_row = np.asarray(meta.sorted_row)
   assert np.all(np.diff(sorted_row) > 0)
   np.testing.assert_array_equal(np.asarray(meta.gather_slot)[sorted_row], meta.sort_order)
-  # Each tile's fill is the number of its rows holding a slot, and they come first.
-  used = (np.asarray(meta.gather_slot) >= 0).reshape(-1, tm)
-  np.testing.assert_array_equal(np.asarray(meta.tile_fill), used.sum(axis=1))
-  assert np.all(used == (np.arange(tm)[None, :] < used.sum(axis=1)[:, None]))
+  _check_fill(meta)
+  fill_per_expert = np.bincount(tile_expert[tile_expert >= 0],
+                                weights=np.asarray(meta.tile_fill)[tile_expert >= 0], minlength=e)
+  np.testing.assert_array_equal(fill_per_expert, counts)  # every slot counted once
 
 
 def test_dropless_tile_count_bound_is_tight_enough():
