@@ -25,6 +25,8 @@ JAX_IMPLS: dict[str, tuple[tuple[str, str | None], ...]] = {
     # ("xla") or the Pallas gmm/tgmm kernels ("pallas").
     "experts": (("binned", "binned"), ("xla/dropless", "dropless"),
                 ("pallas/dropless", "dropless")),
+    # Layer "pallas/binned" runs the grouped layout where it fits (`layer_dispatch`):
+    # grouped matmuls over each expert's kept slots; "xla/binned" the padded einsums.
     "layer": (("xla/binned", "binned"), ("xla/dropless", "dropless"),
               ("pallas/binned", "binned"), ("pallas/dropless", "dropless")),
 }

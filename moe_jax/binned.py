@@ -87,8 +87,8 @@ _scatter.defvjp(_scatter_fwd, _scatter_bwd)
 
 
 def _buffer_shape(meta: DispatchMeta, hidden: int) -> tuple[int, ...]:
-  if meta.capacity is None:
-    return (meta.num_rows, hidden)  # [R, H] dropless tiles
+  if meta.grouped:
+    return (meta.num_rows, hidden)  # [R, H] row tiles
   return (meta.num_experts, meta.capacity, hidden)  # [E, C, H]
 
 
@@ -101,8 +101,8 @@ def binned_gather(x: jax.Array, meta: DispatchMeta, *, implementation: str | Non
     implementation: "xla", "pallas", or None (pallas on GPU, xla elsewhere).
 
   Returns:
-    [E, C, H] in binned mode, [R, H] expert-sorted row tiles in dropless mode
-    (see `moe_jax.dispatch`); empty rows are zero; x's dtype.
+    [E, C, H] in the padded layout, [R, H] expert-sorted row tiles in the grouped
+    one (see `moe_jax.dispatch`); empty rows are zero; x's dtype.
   """
   check_implementation(implementation)
   if x.ndim != 2 or x.shape[0] != meta.combine_index.shape[0]:
@@ -119,7 +119,7 @@ def binned_scatter(y: jax.Array, meta: DispatchMeta, weights: jax.Array, *,
   Each token sums its K slot rows in slot order, accumulating in float32.
 
   Args:
-    y: [E, C, H] (binned) or [R, H] (dropless tiles) expert outputs.
+    y: [E, C, H] (padded layout) or [R, H] (grouped row tiles) expert outputs.
     meta: from `make_dispatch`.
     weights: [T, K] routing weights.
     implementation: "xla", "pallas", or None.

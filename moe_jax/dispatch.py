@@ -1,15 +1,21 @@
 """Dispatch metadata: where every token-slot goes, computed once per call with static shapes.
 
 A slot is one (token t, choice k) pair, flattened as s = t*K + k (M = T*K slots).
-Binned mode lays the slots out in an [E, C] buffer (C = capacity). Dropless mode lays
-the expert-sorted slots out in tiles of TM rows (`dropless_tile_rows`): each expert's
-rows start on a tile boundary and its last tile is padded with empty rows, so that
-every tile belongs to one expert (`tile_expert`) and a grouped matmul can run one
-expert's weights per tile. Both layouts are described by two index arrays that the
-row kernels consume:
+Two layouts:
+
+- padded (binned only): an [E, C] buffer (C = capacity), slot s of expert e at
+  row e*C + its position; every expert runs on all C rows (batched einsums).
+- grouped: the expert-sorted slots in tiles of TM rows (`dropless_tile_rows`). Each
+  expert's rows start on a tile boundary and its last tile is padded with empty
+  rows, so every tile belongs to one expert (`tile_expert`) and a grouped matmul runs
+  one expert's weights per tile. Dropless mode always uses it; binned mode may too
+  (`grouped=True`): an expert then holds min(count, C) rows, the same slots as the
+  padded layout keeps, and no GEMM row is spent on a bin's empty tail.
+
+Both are described by two index arrays that the row kernels consume:
 
   gather_slot   [R]     the slot feeding buffer row r, or -1 for an empty row
-                        (R = E*C binned, R = num_tiles*TM dropless)
+                        (R = E*C padded, R = num_tiles*TM grouped)
   combine_index [T, K]  the buffer row of each slot, or -1 for a dropped slot
 """
 from __future__ import annotations
@@ -42,6 +48,35 @@ def dropless_num_tiles(num_slots: int, num_experts: int, tile_rows: int) -> int:
   return max(1, min(num_slots, (num_slots + num_experts * (tile_rows - 1)) // tile_rows))
 
 
+def grouped_geometry(num_slots: int, num_experts: int, capacity: int | None,
+                     tile_rows: int | None = None) -> tuple[int, int]:
+  """(TM, num_tiles) of the grouped layout; with a capacity, experts hold <= C rows.
+
+  tile_rows None picks TM = `dropless_tile_rows` of the slots that can be kept.
+
+  Example:
+    >>> grouped_geometry(16384, 32, 640)  # gpt-oss-20b, T=4096, K=4, cf 1.25
+    (128, 159)
+  """
+  kept = num_slots if capacity is None else min(num_slots, num_experts * capacity)
+  tm = tile_rows or dropless_tile_rows(kept, num_experts)
+  tiles = dropless_num_tiles(kept, num_experts, tm)
+  if capacity is not None:
+    tiles = min(tiles, num_experts * -(-capacity // tm))
+  return tm, tiles
+
+
+def grouped_fits(num_slots: int, num_experts: int, capacity: int) -> bool:
+  """Whether binned mode's grouped layout has no more rows than its [E, C] buffer.
+
+  Then it never computes more GEMM rows than the padded layout, and fewer whenever a
+  bin is not full. False where C is small next to the tile (the tail tiles of
+  ceil(C / TM) * TM rows would outgrow C).
+  """
+  tm, tiles = grouped_geometry(num_slots, num_experts, capacity)
+  return tm * tiles <= num_experts * capacity
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class DispatchMeta:
@@ -57,10 +92,12 @@ class DispatchMeta:
     gather_slot: [R] the slot feeding each buffer row, -1 for empty rows.
     combine_index: [T, K] each slot's buffer row, -1 if dropped.
     sorted_row: [M] the buffer row of each expert-sorted slot, -1 if dropped.
-    tile_expert: [R / TM] the expert of each dropless row tile, -1 for unused tiles
-      (tiles are in expert order, unused ones last); None in binned mode.
-    tile_fill: [R / TM] rows of each dropless tile that hold a slot (its first rows;
-      0 for unused tiles, TM but for each expert's last tile); None in binned mode.
+    tile_expert: [R / TM] the expert of each row tile of the grouped layout, -1 for
+      unused tiles (tiles are in expert order, unused ones last); None in the padded
+      layout.
+    tile_fill: [R / TM] rows of each grouped tile that hold a slot (its first rows;
+      0 for unused tiles, TM but for each expert's last tile); None in the padded
+      layout.
     num_experts: E (static).
     top_k: K (static).
     capacity: C (static), or None in dropless mode.
@@ -86,13 +123,18 @@ class DispatchMeta:
     return jnp.where(self.gather_slot >= 0, self.gather_slot // self.top_k, -1)
 
   @property
+  def grouped(self) -> bool:
+    """True for the grouped (tile) layout, False for the padded [E, C] one."""
+    return self.tile_expert is not None
+
+  @property
   def num_rows(self) -> int:
-    """R: E*C in binned mode, num_tiles*TM in dropless mode."""
+    """R: E*C in the padded layout, num_tiles*TM in the grouped one."""
     return self.gather_slot.shape[0]
 
   @property
   def tile_rows(self) -> int | None:
-    """TM of the dropless layout; None in binned mode."""
+    """TM of the grouped layout; None in the padded one."""
     if self.tile_expert is None:
       return None
     return self.num_rows // self.tile_expert.shape[0]
@@ -103,15 +145,18 @@ class DispatchMeta:
 
 
 def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | None, *,
-                  tile_rows: int | None = None) -> DispatchMeta:
+                  tile_rows: int | None = None, grouped: bool | None = None) -> DispatchMeta:
   """Builds the dispatch metadata from the router's choices.
 
   Args:
     expert_indices: [T, K] int32 expert ids in [0, E).
     num_experts: E.
     capacity: static C (binned mode), or None for dropless.
-    tile_rows: dropless only: TM, a power of two >= 16; None picks
-      `dropless_tile_rows(M, E)`.
+    tile_rows: grouped layout only: TM, a power of two >= 16; None picks
+      `grouped_geometry`'s.
+    grouped: the layout: None (the default) is grouped when dropless and padded when
+      binned; True asks for the grouped layout with a capacity too (experts keep
+      their first C slots, as in the padded layout); False needs a capacity.
 
   Returns:
     DispatchMeta. No host sync; every shape is static.
@@ -122,6 +167,14 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
     raise ValueError(f"expert_indices must be int32, got {expert_indices.dtype}")
   if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
     raise ValueError(f"capacity must be a positive int or None, got {capacity!r}")
+  if grouped not in (None, True, False) or (grouped is False and capacity is None):
+    raise ValueError(f"grouped must be None, True or (with a capacity) False, got "
+                     f"{grouped!r} with capacity={capacity!r}")
+  grouped = capacity is None if grouped is None else grouped
+  if tile_rows is not None and (not grouped or not isinstance(tile_rows, int)
+                                or tile_rows < MIN_TILE_ROWS or tile_rows & (tile_rows - 1)):
+    raise ValueError(f"tile_rows must be None or (grouped layout only) a power of two >= "
+                     f"{MIN_TILE_ROWS}, got {tile_rows!r} with grouped={grouped}")
   num_tokens, top_k = expert_indices.shape
   m = num_tokens * top_k
   flat = expert_indices.reshape(m)  # [M]
@@ -134,19 +187,21 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
   sorted_position = rows - starts[sorted_experts]  # [M], sorted order
   # sort_order is a permutation, so these scatters write each element once.
   position = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_position)
-  if tile_rows is not None and (capacity is not None or not isinstance(tile_rows, int)
-                                or tile_rows < MIN_TILE_ROWS or tile_rows & (tile_rows - 1)):
-    raise ValueError(f"tile_rows must be None or (dropless only) a power of two >= "
-                     f"{MIN_TILE_ROWS}, got {tile_rows!r} with capacity={capacity!r}")
+  keep = jnp.ones(m, jnp.bool_) if capacity is None else position < capacity
+  sorted_keep = None if capacity is None else sorted_position < capacity  # [M]
   tile_expert = tile_fill = None
-  if capacity is None:
-    keep = jnp.ones(m, jnp.bool_)
-    tm = tile_rows or dropless_tile_rows(m, num_experts)
-    num_tiles = dropless_num_tiles(m, num_experts, tm)
-    expert_tiles = (tokens_per_expert + tm - 1) // tm  # [E]
+  if grouped:
+    tm, num_tiles = grouped_geometry(m, num_experts, capacity, tile_rows)
+    kept = tokens_per_expert if capacity is None else jnp.minimum(tokens_per_expert, capacity)
+    expert_tiles = (kept + tm - 1) // tm  # [E]
     tile_end = jnp.cumsum(expert_tiles).astype(jnp.int32)  # [E]
     sorted_row = (tile_end - expert_tiles)[sorted_experts] * tm + sorted_position  # [M]
-    gather_slot = jnp.full(num_tiles * tm, -1, jnp.int32).at[sorted_row].set(sort_order)
+    if sorted_keep is not None:
+      sorted_row = jnp.where(sorted_keep, sorted_row, -1)
+    num_rows = num_tiles * tm
+    # Dropped rows (-1) go out of bounds and are dropped, not wrapped to the last row.
+    gather_slot = jnp.full(num_rows, -1, jnp.int32).at[
+        jnp.where(sorted_row >= 0, sorted_row, num_rows)].set(sort_order, mode="drop")
     combine_index = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_row)
     t = jnp.arange(num_tiles, dtype=jnp.int32)
     tile_expert = jnp.sum(tile_end[None, :] <= t[:, None], axis=1, dtype=jnp.int32)
@@ -154,15 +209,13 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
     tile_fill = jnp.sum((gather_slot >= 0).reshape(num_tiles, tm), axis=1,
                         dtype=jnp.int32)  # [num_tiles]
   else:
-    keep = position < capacity
     combine_index = jnp.where(keep, flat * capacity + position, -1)
     c = jnp.arange(capacity, dtype=jnp.int32)
     source_row = starts[:, None] + c[None, :]  # [E, C] row in sorted order
     valid = c[None, :] < tokens_per_expert[:, None]
     gathered = sort_order[jnp.clip(source_row, 0, m - 1)]
     gather_slot = jnp.where(valid, gathered, -1).reshape(num_experts * capacity)
-    sorted_row = jnp.where(sorted_position < capacity,
-                           sorted_experts * capacity + sorted_position, -1)
+    sorted_row = jnp.where(sorted_keep, sorted_experts * capacity + sorted_position, -1)
   return DispatchMeta(
       sort_order=sort_order,
       sorted_experts=sorted_experts,
@@ -179,3 +232,43 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
       top_k=top_k,
       capacity=capacity,
   )
+
+
+def _padded_targets(meta: DispatchMeta) -> tuple[jax.Array, jax.Array]:
+  """For each expert-sorted slot: its grouped row and its [E*C] padded row (E*C if dropped)."""
+  if not meta.grouped or meta.capacity is None:
+    raise ValueError(f"needs a binned dispatch in the grouped layout, got capacity="
+                     f"{meta.capacity!r}, grouped={meta.grouped}")
+  e_c = meta.num_experts * meta.capacity
+  sorted_position = meta.position[meta.sort_order]
+  kept = meta.sorted_row >= 0
+  return (jnp.maximum(meta.sorted_row, 0),
+          jnp.where(kept, meta.sorted_experts * meta.capacity + sorted_position, e_c))
+
+
+def grouped_to_padded(rows: jax.Array, meta: DispatchMeta) -> jax.Array:
+  """Grouped-layout rows [R, F] of a binned dispatch -> the padded [E, C, F] buffer.
+
+  Slot positions match the padded layout's exactly; empty bin rows are 0.
+  """
+  if rows.ndim != 2 or rows.shape[0] != meta.num_rows:
+    raise ValueError(f"rows must be [R={meta.num_rows}, F], got shape {rows.shape}")
+  src, dst = _padded_targets(meta)
+  e_c = meta.num_experts * meta.capacity
+  buf = jnp.zeros((e_c, rows.shape[1]), rows.dtype).at[dst].set(rows[src], mode="drop")
+  return buf.reshape(meta.num_experts, meta.capacity, rows.shape[1])
+
+
+def padded_to_grouped(buf: jax.Array, meta: DispatchMeta) -> jax.Array:
+  """The padded [E, C, F] buffer of a binned dispatch -> grouped-layout rows [R, F].
+
+  Rows of the grouped layout that hold no slot are 0.
+  """
+  want = (meta.num_experts, meta.capacity)
+  if buf.ndim != 3 or buf.shape[:2] != want:
+    raise ValueError(f"buf must be [E, C, F] with (E, C)={want}, got shape {buf.shape}")
+  src, dst = _padded_targets(meta)
+  flat = buf.reshape(-1, buf.shape[2])
+  rows_at = jnp.where(dst < flat.shape[0], src, meta.num_rows)  # dropped slots: out of bounds
+  return jnp.zeros((meta.num_rows, buf.shape[2]), buf.dtype).at[rows_at].set(
+      flat[jnp.minimum(dst, flat.shape[0] - 1)], mode="drop")

@@ -6,9 +6,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from moe_jax import binned, experts, routing
+from moe_jax import binned, experts, kernels, routing
 from moe_jax.config import MoEConfig
-from moe_jax.dispatch import make_dispatch
+from moe_jax.dispatch import DispatchMeta, grouped_fits, make_dispatch
 
 
 class MoEParams(NamedTuple):
@@ -56,6 +56,23 @@ def check_input(x: jax.Array, config: MoEConfig) -> None:
     raise ValueError(f"x must have a floating dtype (computed in {config.dtype}), got {x.dtype}")
 
 
+def layer_dispatch(indices: jax.Array, config: MoEConfig) -> DispatchMeta:
+  """The layer's dispatch of the router's [T, K] choices: dropless or binned, and its layout.
+
+  Binned mode runs in the grouped layout (grouped matmuls over each expert's kept
+  slots only) when the implementation is "pallas" and that layout has no more rows
+  than the [E, C] buffer (`grouped_fits`); otherwise in the padded layout (batched
+  einsums over all E*C rows). Both keep and drop the same slots.
+  """
+  num_tokens = indices.shape[0]
+  capacity = config.capacity(num_tokens)
+  grouped = None
+  if capacity is not None:
+    grouped = (kernels.resolve_implementation(config.implementation) == "pallas"
+               and grouped_fits(num_tokens * config.top_k, config.num_experts, capacity))
+  return make_dispatch(indices, config.num_experts, capacity, grouped=grouped)
+
+
 def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax.Array, dict]:
   """Applies the MoE layer.
 
@@ -85,13 +102,13 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
   logits, indices, weights = routing.route(
       x2, params.router_weight, params.router_bias, top_k=config.top_k, kind=config.router,
       normalize_topk=config.normalize_topk, precision=precision)
-  meta = make_dispatch(indices, config.num_experts, config.capacity(num_tokens))
+  meta = layer_dispatch(indices, config)
   rows = binned.binned_gather(x2, meta, implementation=impl)  # [E, C, H] or [R, H]
   mlp_kwargs = dict(activation=config.activation, alpha=config.swiglu_alpha,
                     limit=config.swiglu_limit, precision=precision)
   expert_weights = (params.gate_up_proj, params.gate_up_proj_bias, params.down_proj,
                     params.down_proj_bias)
-  if meta.capacity is None:
+  if meta.grouped:
     out = experts.dropless_experts(rows, meta.tile_expert, *expert_weights,
                                    tile_fill=meta.tile_fill, implementation=impl,
                                    **mlp_kwargs)  # [R, H]

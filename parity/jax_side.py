@@ -1,6 +1,6 @@
 """The JAX side of a parity run: stage outputs, end-to-end output and gradients.
 
-The stages come from moe_jax's own stage functions (route, make_dispatch,
+The stages come from moe_jax's own stage functions (route, layer_dispatch,
 binned_gather, binned_experts / dropless_experts, binned_scatter), chained exactly
 as moe_forward chains them, under one jit together with their gradient. The
 end-to-end output comes from moe_forward itself.
@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from moe_jax import (MoEConfig, MoELayer, MoEParams, binned_experts, binned_gather,
-                     binned_scatter, dropless_experts, make_dispatch, moe_forward, route)
+                     binned_scatter, dropless_experts, layer_dispatch, moe_forward, route)
+from moe_jax.dispatch import grouped_to_padded, padded_to_grouped
 from moe_jax.convert import STATE_DICT_NAMES
 
 INJECTIONS = ("glu_alpha", "drop_bias", "tie_break")
@@ -67,7 +68,7 @@ def _routing(params, x, forced, forced_idx, config, inject):
   use_idx = jnp.where(forced, forced_idx, indices)
   use_w = jnp.where(forced, weights_at(logits, forced_idx, config.router, config.normalize_topk),
                     weights)
-  meta = make_dispatch(use_idx, config.num_experts, config.capacity(x.shape[0]))
+  meta = layer_dispatch(use_idx, config)
   own = dict(router_logits=logits, expert_indices=indices, expert_weights=weights,
              keep=meta.keep.reshape(x.shape[0], config.top_k),
              tokens_per_expert=meta.tokens_per_expert)
@@ -85,7 +86,7 @@ def _loss(params, x, cot, forced, forced_idx, *, config, inject):
   mlp = dict(activation=config.activation, alpha=alpha, limit=config.swiglu_limit,
              precision=config.lax_precision)
   tensors = (params.gate_up_proj, params.gate_up_proj_bias, params.down_proj, down_bias)
-  if meta.capacity is None:
+  if meta.grouped:
     out = dropless_experts(rows, meta.tile_expert, *tensors, tile_fill=meta.tile_fill,
                            implementation=config.implementation, **mlp)
   else:
@@ -97,8 +98,10 @@ def _loss(params, x, cot, forced, forced_idx, *, config, inject):
 
 
 def _sorted_rows(rows, meta):
-  """Dropless tile rows [R, H] -> the expert-sorted [M, H] rows the references expose."""
-  return rows[meta.sorted_row] if meta.capacity is None else rows
+  """Rows as the references expose them: expert-sorted [M, H] dropless, [E, C, H] binned."""
+  if not meta.grouped:
+    return rows
+  return rows[meta.sorted_row] if meta.capacity is None else grouped_to_padded(rows, meta)
 
 
 def _run(params, output_params, x, cot, forced, forced_idx, *, config, output_config, inject):
@@ -114,8 +117,10 @@ def _dispatch_combine(params, x, forced, forced_idx, ref_out, ref_w, *, config, 
   stages, meta, _ = _routing(params, x, forced, forced_idx, config, inject)
   rows = binned_gather(x, meta, implementation=config.implementation)
   stages["dispatched"] = _sorted_rows(rows, meta)
-  if meta.capacity is None:  # the reference's expert-sorted [M, H] -> dropless tiles
+  if meta.grouped and meta.capacity is None:  # the reference's expert-sorted [M, H] -> tiles
     ref_out = jnp.zeros_like(rows).at[meta.sorted_row].set(ref_out.astype(rows.dtype))
+  elif meta.grouped:  # the reference's [E, C, H] bins -> the grouped tiles
+    ref_out = padded_to_grouped(ref_out.astype(rows.dtype), meta)
   stages["combine"] = binned_scatter(ref_out, meta, ref_w, implementation=config.implementation)
   return stages
 

@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from moe_jax import capacity_for, make_dispatch
+from moe_jax import binned_gather, capacity_for, make_dispatch
+from moe_jax.dispatch import grouped_fits, grouped_geometry, grouped_to_padded, padded_to_grouped
 from tests.core.reference import keep_mask_np
 
 
-def _check(idx, num_experts, capacity):
-  meta = make_dispatch(jnp.asarray(idx, jnp.int32), num_experts, capacity)
+def _check(idx, num_experts, capacity, grouped=None):
+  meta = make_dispatch(jnp.asarray(idx, jnp.int32), num_experts, capacity, grouped=grouped)
   t, k = idx.shape
   flat = idx.reshape(-1)
   order = np.argsort(flat, kind="stable")
@@ -29,7 +30,8 @@ def _check(idx, num_experts, capacity):
     if row >= 0:
       assert gs[row] == s
   assert (gs >= 0).sum() == keep.sum()
-  if capacity is None:
+  assert meta.grouped == (capacity is None if grouped is None else grouped)
+  if meta.grouped:
     _check_fill(meta)
   else:
     assert meta.tile_fill is None and meta.tile_expert is None
@@ -43,11 +45,12 @@ def _check_fill(meta):
   np.testing.assert_array_equal(used, np.arange(meta.tile_rows)[None, :] < fill[:, None])
 
 
+@pytest.mark.parametrize("grouped", [None, True])
 @pytest.mark.parametrize("capacity", [None, 1, 2, 5])
-def test_random_routing(capacity):
+def test_random_routing(capacity, grouped):
   rng = np.random.default_rng(1)
   idx = np.stack([rng.choice(6, 3, replace=False) for _ in range(11)])
-  _check(idx, 6, capacity)
+  _check(idx, 6, capacity, grouped)
 
 
 @pytest.mark.parametrize("num_experts", [1, 2, 3, 4, 5, 6])
@@ -58,6 +61,7 @@ def test_every_empty_expert_pattern(num_experts):
     idx = np.array([[used[t % len(used)]] for t in range(7)])
     _check(idx, num_experts, None)
     _check(idx, num_experts, 2)
+    _check(idx, num_experts, 2, grouped=True)
 
 
 def test_all_tokens_on_one_expert_overflow():
@@ -82,9 +86,10 @@ def test_bad_index_dtype():
     make_dispatch(jnp.zeros((3, 2), jnp.float32), 4, None)
 
 
+@pytest.mark.parametrize("capacity", [None, 4, 9])
 @pytest.mark.parametrize("tile_rows", [None, 16, 32])
 @pytest.mark.parametrize("pattern", ["random", "one_expert", "one_each", "balanced"])
-def test_dropless_tile_layout(pattern, tile_rows):
+def test_grouped_tile_layout(pattern, tile_rows, capacity):
   rng = np.random.default_rng(7)
   e, t, k = 5, 37, 2
   idx = {
@@ -93,24 +98,31 @@ def test_dropless_tile_layout(pattern, tile_rows):
       "one_each": np.stack([[i % e, (i + 1) % e] for i in range(t)])[:3],
       "balanced": np.stack([[(2 * i) % e, (2 * i + 1) % e] for i in range(t)]),
   }[pattern]
-  _check(idx, e, None)
-  meta = make_dispatch(jnp.asarray(idx, jnp.int32), e, None, tile_rows=tile_rows)
+  _check(idx, e, capacity, grouped=True)
+  meta = make_dispatch(jnp.asarray(idx, jnp.int32), e, capacity, tile_rows=tile_rows,
+                       grouped=True)
   tm = meta.tile_rows
   assert tm == (tile_rows or 16)  # next_pow2(M / E) clamped to >= 16
+  # Each expert holds its first min(count, C) slots (the padded layout's keep rule).
   counts = np.bincount(idx.reshape(-1), minlength=e)
+  if capacity is not None:
+    counts = np.minimum(counts, capacity)
   tiles = -(-counts // tm)
   tile_expert = np.asarray(meta.tile_expert)
   # Tiles in expert order, each expert ceil(count / TM) of them, unused tiles last.
   want = np.concatenate([np.repeat(np.arange(e), tiles),
                          np.full(len(tile_expert) - tiles.sum(), -1)])
   np.testing.assert_array_equal(tile_expert, want)
-  # Every slot sits in a tile of its own expert, in slot order within the expert.
+  # Every kept slot sits in a tile of its own expert, in slot order within the expert.
   ci = np.asarray(meta.combine_index)
   row_expert = np.repeat(tile_expert, tm)
-  np.testing.assert_array_equal(row_expert[ci], idx)
+  kept = ci >= 0
+  np.testing.assert_array_equal(row_expert[ci[kept]], idx[kept])
   sorted_row = np.asarray(meta.sorted_row)
-  assert np.all(np.diff(sorted_row) > 0)
-  np.testing.assert_array_equal(np.asarray(meta.gather_slot)[sorted_row], meta.sort_order)
+  on = sorted_row >= 0
+  assert np.all(np.diff(sorted_row[on]) > 0)
+  np.testing.assert_array_equal(np.asarray(meta.gather_slot)[sorted_row[on]],
+                                np.asarray(meta.sort_order)[on])
   _check_fill(meta)
   fill_per_expert = np.bincount(tile_expert[tile_expert >= 0],
                                 weights=np.asarray(meta.tile_fill)[tile_expert >= 0], minlength=e)
@@ -126,9 +138,50 @@ def test_dropless_tile_count_bound_is_tight_enough():
   assert meta.num_rows == 8 * tm
 
 
-def test_bad_tile_rows():
-  with pytest.raises(ValueError, match=r"tile_rows must be None or \(dropless only\) a power of "
-                                       r"two >= 16, got 24 with capacity=None"):
+def test_bad_tile_rows_and_layout():
+  with pytest.raises(ValueError, match=r"tile_rows must be None or \(grouped layout only\) a "
+                                       r"power of two >= 16, got 24 with grouped=True"):
     make_dispatch(jnp.zeros((3, 2), jnp.int32), 4, None, tile_rows=24)
-  with pytest.raises(ValueError, match="got 16 with capacity=4"):
+  with pytest.raises(ValueError, match="got 16 with grouped=False"):
     make_dispatch(jnp.zeros((3, 2), jnp.int32), 4, 4, tile_rows=16)
+  with pytest.raises(ValueError, match="grouped must be None, True or .with a capacity. False, "
+                                       "got False with capacity=None"):
+    make_dispatch(jnp.zeros((3, 2), jnp.int32), 4, None, grouped=False)
+
+
+def test_grouped_geometry_with_capacity():
+  # gpt-oss-20b at cf 1.25: C = 640 = 5 tiles of 128; the slot bound (159) is the tighter.
+  assert grouped_geometry(16384, 32, 640) == (128, 159)
+  assert grouped_fits(16384, 32, 640)  # 20352 rows <= E*C = 20480
+  # cf 1.0: C = 512 = 4 tiles per expert bounds it: exactly E*C rows.
+  assert grouped_geometry(16384, 32, 512) == (128, 128) and grouped_fits(16384, 32, 512)
+  # The notebook: C = 4 against a 16-row tile would need 4x the rows.
+  assert grouped_geometry(400, 128, 4)[0] == 16 and not grouped_fits(400, 128, 4)
+
+
+def test_grouped_tile_count_bound_with_capacity():
+  # Worst case: every expert over capacity, C = 17 one row past a tile boundary.
+  e, tm, cap = 4, 16, 17
+  idx = np.repeat(np.arange(e), 30)[:, None]
+  meta = make_dispatch(jnp.asarray(idx, jnp.int32), e, cap, tile_rows=tm, grouped=True)
+  assert meta.num_rows == 8 * tm  # E * ceil(C / TM) tiles
+  assert np.all(np.asarray(meta.tile_expert) >= 0)  # all used
+  np.testing.assert_array_equal(np.asarray(meta.tile_fill), [16, 1] * e)
+
+
+@pytest.mark.parametrize("capacity", [3, 8, 40])
+def test_grouped_and_padded_views_agree(capacity):
+  """grouped_to_padded(gather in the grouped layout) is the padded gather, bit for bit,
+  and padded_to_grouped inverts it."""
+  rng = np.random.default_rng(3)
+  e, t, k, h = 5, 40, 2, 6
+  idx = jnp.asarray(np.stack([rng.choice(e, k, replace=False, p=[.4, .3, .15, .1, .05])
+                              for _ in range(t)]), jnp.int32)
+  x = jnp.asarray(rng.standard_normal((t, h)), jnp.float32)
+  padded = binned_gather(x, make_dispatch(idx, e, capacity), implementation="xla")
+  meta = make_dispatch(idx, e, capacity, grouped=True)
+  rows = binned_gather(x, meta, implementation="xla")
+  np.testing.assert_array_equal(grouped_to_padded(rows, meta), padded)
+  np.testing.assert_array_equal(padded_to_grouped(padded, meta), rows)
+  with pytest.raises(ValueError, match="needs a binned dispatch in the grouped layout"):
+    grouped_to_padded(padded.reshape(-1, h), make_dispatch(idx, e, capacity))

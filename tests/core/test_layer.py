@@ -137,7 +137,40 @@ def test_pallas_kernels_really_run(impl, present):
     assert (name in fwd) == present
   for name in ("moe_scatter_rows", "moe_combine_rows", "moe_slot_dots"):  # each one's VJP
     assert (name in bwd) == present
-  assert "moe_gmm" not in fwd  # binned experts are XLA einsums
+  # Binned at this size keeps the padded layout (the grouped one would need more
+  # rows: C = 9 against 16-row tiles), whose experts are XLA einsums.
+  assert "moe_gmm" not in fwd
+
+
+@pytest.mark.parametrize("capacity_factor", [1.0, 0.5, 2.0])
+def test_binned_grouped_layout_matches_float64_and_padded(capacity_factor):
+  """Binned "pallas" where the grouped layout fits in E*C rows (T=64, K=2, E=4: C = 32
+  or 16, one tile per expert; C = 64, bounded by the slots, 7 tiles of 32): the layer
+  runs the grouped layout (gmm over each expert's kept slots). Values against float64,
+  drops against the reference's, gradients against the "xla" implementation (padded
+  einsums)."""
+  cfg = _config(implementation="pallas", num_experts=4, capacity_factor=capacity_factor)
+  params = _params(cfg)
+  x = jax.random.normal(jax.random.key(5), (64, cfg.hidden_size))
+  meta = moe_jax.layer_dispatch(moe_jax.route(x, params.router_weight, params.router_bias,
+                                              top_k=2)[1], cfg)
+  assert meta.grouped and meta.capacity == int(capacity_factor * 32)
+  assert "moe_gmm" in str(jax.make_jaxpr(lambda p, x: moe_forward(p, x, cfg))(params, x))
+  y, aux = jax.jit(moe_forward, static_argnums=2)(params, x, cfg)
+  ref, keep, idx, _ = moe_np(params, x, top_k=2, capacity_factor=capacity_factor)
+  np.testing.assert_array_equal(aux["expert_indices"], idx)
+  assert float(aux["drop_fraction"]) == pytest.approx(1 - keep.mean())
+  assert keep.all() == (capacity_factor > 1)  # the two smaller capacities drop slots
+  np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+  loss = lambda p, x, c: jnp.sum(moe_forward(p, x, c)[0] ** 2)
+  g = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(params, x, cfg)
+  xla = dataclasses.replace(cfg, implementation="xla")
+  assert not moe_jax.layer_dispatch(jnp.asarray(idx, jnp.int32), xla).grouped
+  g_ref = jax.grad(loss, argnums=(0, 1))(params, x, xla)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+    # f32 sums over up to 64 rows in another order (tiles vs bins): absolute error
+    # scales with the leaf's largest entries, not with each (possibly cancelled) one.
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(jnp.abs(b).max())))
 
 
 @pytest.mark.parametrize("impl,present", [("pallas", True), ("xla", False)])
@@ -203,27 +236,34 @@ class TestValidation:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("capacity_factor", [None, 1.0])
 @pytest.mark.parametrize("hidden,inter", [(128, 64), (192, 192)])
-def test_dropless_bf16_layer_on_the_mosaic_gmm(hidden, inter):
-  """bf16 dropless at TM = 128 with K, N multiples of 64: on an H100 the grouped matmuls
-  (forward and input gradients) run the Mosaic GPU kernel. Forward against float64,
-  gradients against the "xla" implementation (ragged_dot), both in bf16. (H, I) =
-  (128, 64) runs 128-column blocks (a column half per warpgroup), (192, 192) runs
-  192-column blocks (a 64-row half per warpgroup)."""
+def test_bf16_layer_on_the_mosaic_gmm(hidden, inter, capacity_factor):
+  """bf16 at TM = 128 with K, N multiples of 64: on an H100 the grouped matmuls
+  (forward and input gradients) run the Mosaic GPU kernel, dropless and binned (C =
+  128: the grouped layout). Forward against float64, gradients against the "xla"
+  implementation (ragged_dot dropless, padded einsums binned), both in bf16.
+  (H, I) = (128, 64) runs 128-column blocks (a column half per warpgroup), (192, 192)
+  runs 192-column blocks (a 64-row half per warpgroup)."""
   from moe_jax import _compat
   assert _compat.is_hopper(), "the GPU tests of this project run on an H100/H200"
   kw = dict(num_experts=4, top_k=2, hidden_size=hidden, intermediate_size=inter,
-            capacity_factor=None,
+            capacity_factor=capacity_factor,
             dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, precision=None)
   cfg = MoEConfig(implementation="pallas", **kw)
   params = MoEParams(*(p.astype(jnp.bfloat16) for p in _params(cfg)))
   x = jax.random.normal(jax.random.key(1), (256, cfg.hidden_size), jnp.bfloat16)
   assert "moe_gmm_mgpu" in str(jax.make_jaxpr(lambda p, x: moe_forward(p, x, cfg))(params, x))
   y, aux = jax.jit(moe_forward, static_argnums=2)(params, x, cfg)
-  ref, _, idx, _ = moe_np(params, x, top_k=cfg.top_k, capacity_factor=None, kind=cfg.router,
-                          activation=cfg.activation, normalize=cfg.normalize_topk)
-  # Tokens whose bf16 logits picked other experts than float64 (near ties) are left out.
+  ref, keep, idx, _ = moe_np(params, x, top_k=cfg.top_k, capacity_factor=capacity_factor,
+                             kind=cfg.router, activation=cfg.activation,
+                             normalize=cfg.normalize_topk)
+  # Tokens whose bf16 logits picked other experts than float64 (near ties) are left out;
+  # with a capacity, so are tokens whose drops differ (a near tie can shift them).
   same = np.all(np.sort(np.asarray(aux["expert_indices"]), -1) == np.sort(idx, -1), -1)
+  if capacity_factor is not None:
+    own_keep = np.asarray(moe_jax.layer_dispatch(aux["expert_indices"], cfg).keep)
+    same &= np.all(own_keep.reshape(keep.shape) == keep, -1)
   assert same.mean() > 0.9, same.mean()
   got = np.asarray(y, np.float64)[same]
   # bf16 activations between the stages: a few 2^-8 roundings, relative to the norm.

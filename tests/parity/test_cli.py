@@ -14,6 +14,8 @@ import re
 
 import pytest
 
+from moe_jax import capacity_for
+from moe_jax.dispatch import grouped_fits
 from parity import cases, cli
 
 UPSTREAM = {"router_logits", "expert_indices", "expert_weights", "dispatched", "dropped"}
@@ -80,6 +82,20 @@ def test_pallas_implementation_interpreted(tmp_path, capsys):
   assert code == 0, out[-4000:]
   rows = _report(tmp_path)["rows"]
   assert {r["jax_impl"] for r in rows if r["status"] == "pass"} == {"pallas"}
+
+
+def test_pallas_grouped_binned_interpreted(tmp_path, capsys):
+  """mixtral-cf0.5-bf16 small: binned "pallas" in the grouped layout (grouped matmuls
+  over each expert's kept slots) against the padded torch references."""
+  (case,) = cases.select(["mixtral-cf0.5-bf16"], small=True)
+  assert grouped_fits(case.tokens * case.top_k, case.experts,
+                      capacity_for(case.capacity_factor, case.tokens, case.top_k, case.experts))
+  code, out = _run(tmp_path, capsys, "--cases", "mixtral-cf0.5-bf16", "--jax-impl", "pallas",
+                   "--implementations", "binned", "grouped")
+  assert code == 0, out[-4000:]
+  passed = {r["stage"] for r in _report(tmp_path)["rows"] if r["status"] == "pass"}
+  assert {"dispatched", "dropped", "expert_out", "combine", "output",
+          "grad:experts.gate_up_proj"} <= passed, passed
 
 
 def test_unknown_case_is_a_usage_error(capsys):
