@@ -30,6 +30,9 @@ NOTES = [
     "% roofline = max(FLOPs / matmul floor, min bytes / copy floor) / wall time; the copy "
     "floor is measured on a buffer larger than the caches, so rows whose data fit in cache "
     "can exceed 100%.",
+    "FLOPs are nominal: every row is credited T*K routed slots. A binned row that drops a "
+    "fraction d of them (`drop`) computes only 1 - d of that work (pallas/binned skips the "
+    "dropped slots' rows), so its TFLOP/s and % roofline can exceed the matmul floor.",
 ]
 
 
