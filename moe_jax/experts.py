@@ -7,9 +7,9 @@ in float32 on the upcast values; the GLU's output is cast to the compute dtype b
 the down projection. The down bias is added per row,
 before the routing weight multiplies it (as GPT-OSS does).
 
-Binned experts are two batched einsums over [E, C, H]. Dropless experts are two
-grouped matmuls (`kernels.gmm`, with a custom VJP over `gmm`/`tgmm`) over the
-dropless tile layout of `moe_jax.dispatch`.
+Binned experts are two batched einsums over the padded [E, C, H]. Dropless experts
+are two grouped matmuls (`kernels.gmm`, with a custom VJP over `gmm`/`tgmm`) over the
+grouped tile layout of `moe_jax.dispatch`, which binned mode may use too.
 """
 from __future__ import annotations
 
@@ -241,7 +241,10 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
                      activation: str, alpha: float = 1.702, limit: float = 7.0,
                      precision: jax.lax.Precision | None = None,
                      implementation: str | None = None) -> jax.Array:
-  """Runs the experts over the dropless tile layout with grouped matmuls.
+  """Runs the experts over the grouped tile layout with grouped matmuls.
+
+  The layout of `moe_jax.dispatch`'s grouped mode: dropless, or binned with each
+  expert's kept slots only.
 
   Args:
     rows: [R, H] expert-sorted rows in tiles of TM = R / num_tiles rows (empty rows 0).
