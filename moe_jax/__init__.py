@@ -11,6 +11,6 @@ from moe_jax.routing import load_balancing_loss, route, router_z_loss
 __all__ = [
     "DispatchMeta", "MoEConfig", "MoELayer", "MoEParams", "binned_experts", "binned_gather",
     "binned_scatter", "capacity_for", "dropless_experts", "glu", "init_param", "init_params",
-    "layer_dispatch", "load_balancing_loss", "make_dispatch", "moe_forward", "params_from_state_dict",
-    "params_to_state_dict", "route", "router_z_loss",
+    "layer_dispatch", "load_balancing_loss", "make_dispatch", "moe_forward",
+    "params_from_state_dict", "params_to_state_dict", "route", "router_z_loss",
 ]

@@ -95,7 +95,6 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
   check_params(params, config)
   lead = x.shape[:-1]
   x2 = x.reshape(-1, config.hidden_size).astype(config.dtype)  # [T, H]
-  num_tokens = x2.shape[0]
   precision = config.lax_precision
   impl = config.implementation
 
