@@ -34,7 +34,7 @@ MIN_TILE_ROWS = 16
 
 
 def dropless_tile_rows(num_slots: int, num_experts: int) -> int:
-  """TM of the dropless layout: next_pow2(M / E) clamped to [16, 128].
+  """TM of the grouped layout: next_pow2(M / E) (M: the slots it may hold) clamped to [16, 128].
 
   Small batches (few rows per expert) get small tiles, so padding each expert to a
   tile costs little; large ones get the 128-row tile the grouped matmul runs best at.

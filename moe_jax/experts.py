@@ -191,7 +191,7 @@ def bias_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None, *, ac
   """GLU of h plus its tile's bias, in f32, cast back to h's dtype.
 
   Args:
-    h: [R, 2I] dropless rows (tiles of R / num_tiles rows) or [E, C, 2I] bins.
+    h: [R, 2I] grouped rows (tiles of R / num_tiles rows) or [E, C, 2I] bins.
     bias: [E, 2I].
     tile_expert: [num_tiles] expert of each row tile (-1: unused, bias 0), or None
       when tile e is expert e (binned).

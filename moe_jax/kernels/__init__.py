@@ -8,7 +8,7 @@
 - `slot_dots(src [N,H], index [T,K], g [T,H]) -> [T,K]`: per-slot dot products, the
   routing-weight gradient of `combine_rows`.
 - `gmm(lhs [R,K], rhs [E,K,N], tile_group [R/TM]) -> [R,N]`: grouped matmul over
-  expert-aligned row tiles (the dropless experts); `tgmm(lhs [R,K], g [R,N]) -> [E,K,N]`
+  expert-aligned row tiles (the grouped layout's experts); `tgmm(lhs [R,K], g [R,N]) -> [E,K,N]`
   its weight gradient (told each tile's fill, `tile_fill [R/TM]`, it may skip the
   empty rows). Their kernels live in `grouped_matmul.py` (Triton) and
   `grouped_matmul_mgpu.py` (Mosaic GPU).

@@ -427,7 +427,7 @@ def gmm(
 
   The rows of lhs come in tiles of TM = R / num_tiles rows; a tile belongs to one
   group (expert) or, where tile_group < 0, to none, and its output rows are 0. The
-  tiles must be sorted by group with the group-less tiles last (the dropless
+  tiles must be sorted by group with the group-less tiles last (the grouped
   dispatch lays them out so; "xla" relies on it, "pallas" does not).
 
   Args:
@@ -496,7 +496,7 @@ def tgmm(
     rhs: [R, N] floating rows.
     tile_group: [R / TM] int32.
     num_groups: E.
-    tile_fill: optional [R / TM] int32 rows of each tile that hold data (the dropless
+    tile_fill: optional [R / TM] int32 rows of each tile that hold data (the grouped
       layout's `DispatchMeta.tile_fill`). Past its fill a tile's rows must be zero in
       lhs or in rhs, so that their products vanish; kernels may skip them (the Mosaic
       kernel stops each group's loop after its last filled 64-row step; "xla" and

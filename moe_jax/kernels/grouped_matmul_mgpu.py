@@ -366,7 +366,7 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
   Args:
     lhs: [R, K] bf16/f16; rhs: [R, N] of lhs's dtype; R = num_tiles * TM.
     tile_group: [num_tiles] int32, each group's tiles contiguous and in group order,
-      group-less tiles (< 0) last (the dropless layout).
+      group-less tiles (< 0) last (the grouped layout).
     tile_fill: [num_tiles] int32 rows of each tile whose products may be nonzero, or
       None (all): a group's pipeline stops after the 64-row step holding the last
       filled row of its last tile.
