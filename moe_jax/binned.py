@@ -6,9 +6,13 @@ the "xla" and "pallas" implementations:
 
   gather:  fwd  buf[r]  = x[token(r)]                       (pack)
            bwd  dx[t]   = sum_k dbuf[row(t, k)]             (combine_rows, unweighted)
-  scatter: fwd  y[t]    = sum_k w[t, k] * buf[row(t, k)]    (combine_rows, f32 accumulation)
+  scatter: fwd  y[t]    = sum_k w[t, k] * (buf[row(t, k)] + b[e(t, k)])
+                                                            (combine_rows, f32 accumulation;
+                                                             the bias b is optional)
            bwd  dbuf[r] = w[slot(r)] * dy[token(r)]         (pack with a slot scale)
-                dw[t,k] = <buf[row(t, k)], dy[t]> in f32    (slot_dots)
+                dw[t,k] = <buf[row(t, k)] + b[e(t, k)], dy[t]> in f32
+                                                            (slot_dots, plus [T,H]x[H,E])
+                db[e]   = sum of w[t, k] * dy[t] over e's kept slots  ([E,T]x[T,H])
 
 `_pack` fills the buffer from the token side on "pallas" (`scatter_rows`: each token
 row read once, written to its K rows) and from the row side on "xla" (`gather_rows`:
@@ -64,23 +68,53 @@ def _gather_bwd(implementation, res, g):
 _gather.defvjp(_gather_fwd, _gather_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _scatter(rows, weights, combine_index, gather_token, gather_slot, implementation):
-  return kernels.combine_rows(rows, combine_index, weights, out_dtype=rows.dtype,
-                              implementation=implementation)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _scatter(rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot,
+             implementation):
+  return kernels.combine_rows(rows, combine_index, weights, bias=bias,
+                              bias_index=None if bias is None else slot_expert,
+                              out_dtype=rows.dtype, implementation=implementation)
 
 
-def _scatter_fwd(rows, weights, combine_index, gather_token, gather_slot, implementation):
-  out = _scatter(rows, weights, combine_index, gather_token, gather_slot, implementation)
-  return out, (rows, weights, combine_index, gather_token, gather_slot)
+def _scatter_fwd(rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot,
+                 implementation):
+  out = _scatter(rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot,
+                 implementation)
+  return out, (rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot)
+
+
+def _slot_bias_grads(g, weights, bias, combine_index, slot_expert):
+  """The bias term's gradients: d_weights[t, k] += <bias[e(t, k)], g[t]>, and
+  d_bias[e] = sum over kept slots of expert e of w[t, k] * g[t]; both f32.
+
+  Two [T, H] x [H, E] products at full f32 precision (E is small), not a per-slot
+  gather of [T, K, H] bias rows.
+  """
+  num_experts = bias.shape[0]
+  kept = (combine_index >= 0) & (slot_expert >= 0)  # [T, K]
+  expert = jnp.clip(slot_expert, 0, num_experts - 1)
+  full = dict(precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
+  g32 = g.astype(jnp.float32)
+  g_dot_bias = jnp.dot(g32, bias.astype(jnp.float32).T, **full)  # [T, E]
+  d_weights = jnp.where(kept, jnp.take_along_axis(g_dot_bias, expert, axis=1), 0.0)
+  onehot = (expert[..., None] == jnp.arange(num_experts)[None, None, :]) & kept[..., None]
+  token_expert = jnp.sum(jnp.where(onehot, weights[..., None], 0.0), axis=1)  # [T, E]
+  d_bias = jnp.dot(token_expert.T, g32, **full)  # [E, H]
+  return d_weights, d_bias
 
 
 def _scatter_bwd(implementation, res, g):
-  rows, weights, combine_index, gather_token, gather_slot = res
+  rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot = res
   d_rows = _pack(g, gather_token, combine_index, implementation, scale=weights,
                  gather_slot=gather_slot)
   d_weights = kernels.slot_dots(rows, combine_index, g, implementation=implementation)  # [T, K]
-  return d_rows.astype(rows.dtype), d_weights.astype(weights.dtype), None, None, None
+  d_bias = None
+  if bias is not None:
+    d_weights_bias, d_bias = _slot_bias_grads(g, weights, bias, combine_index, slot_expert)
+    d_weights = d_weights + d_weights_bias
+    d_bias = d_bias.astype(bias.dtype)
+  return (d_rows.astype(rows.dtype), d_weights.astype(weights.dtype), d_bias, None, None,
+          None, None)
 
 
 _scatter.defvjp(_scatter_fwd, _scatter_bwd)
@@ -113,15 +147,22 @@ def binned_gather(x: jax.Array, meta: DispatchMeta, *, implementation: str | Non
 
 
 def binned_scatter(y: jax.Array, meta: DispatchMeta, weights: jax.Array, *,
+                   bias: jax.Array | None = None, expert_indices: jax.Array | None = None,
                    implementation: str | None = None) -> jax.Array:
   """Weighted combine of the expert buffer back to tokens.
 
-  Each token sums its K slot rows in slot order, accumulating in float32.
+  Each token sums its K slot rows in slot order, accumulating in float32:
+  y_out[t] = sum over kept k of weights[t, k] * (y[row(t, k)] + bias[expert(t, k)]).
 
   Args:
     y: [E, C, H] (padded layout) or [R, H] (grouped row tiles) expert outputs.
     meta: from `make_dispatch`.
     weights: [T, K] routing weights.
+    bias: optional [E, H] per-expert bias (the experts' down bias), added in float32
+      to each kept slot's row inside the combine, so the experts need not write a
+      biased copy of y. Differentiable.
+    expert_indices: [T, K] int32 expert of each slot (the indices `meta` was made
+      from); required with bias.
     implementation: "xla", "pallas", or None.
 
   Returns:
@@ -135,6 +176,16 @@ def binned_scatter(y: jax.Array, meta: DispatchMeta, weights: jax.Array, *,
     raise ValueError(f"weights must be [T, K]={meta.combine_index.shape}, got {weights.shape}")
   if not jnp.issubdtype(weights.dtype, jnp.floating):
     raise ValueError(f"weights must be floating, got {weights.dtype}")
+  slot_expert = None
+  if bias is not None:
+    want = (meta.num_experts, y.shape[-1])
+    if bias.shape != want:
+      raise ValueError(f"bias must be [E, H]={want}, got shape {bias.shape}")
+    if expert_indices is None or expert_indices.shape != meta.combine_index.shape:
+      got = None if expert_indices is None else expert_indices.shape
+      raise ValueError(f"expert_indices must be [T, K]={meta.combine_index.shape} with bias, "
+                       f"got {got}")
+    slot_expert = expert_indices.astype(jnp.int32)
   rows = y.reshape(meta.num_rows, y.shape[-1])
-  return _scatter(rows, weights.astype(jnp.float32), meta.combine_index, meta.gather_token,
-                  meta.gather_slot, implementation)
+  return _scatter(rows, weights.astype(jnp.float32), bias, meta.combine_index, slot_expert,
+                  meta.gather_token, meta.gather_slot, implementation)

@@ -4,8 +4,10 @@ Matmuls accumulate in float32. In float32 their outputs stay float32; in bf16 th
 come out in bf16 (as torch's do), which halves the [rows, 2I] intermediate and keeps
 the weight gradients in the parameter dtype instead of float32. Biases and the GLU run
 in float32 on the upcast values; the GLU's output is cast to the compute dtype before
-the down projection. The down bias is added per row,
-before the routing weight multiplies it (as GPT-OSS does).
+the down projection. The down bias belongs before the routing weight multiplies a row
+(as GPT-OSS adds it); the experts add it per row when given one, while the layer
+passes None and lets the combine add it (`binned_scatter(bias=...)`), which saves a
+pass over the [R, H] output.
 
 Binned experts are two batched einsums over the padded [E, C, H]. Dropless experts
 are two grouped matmuls (`kernels.gmm`, with a custom VJP over `gmm`/`tgmm`) over the
@@ -39,7 +41,7 @@ def glu(gate_up: jax.Array, *, activation: str, alpha: float = 1.702, limit: flo
 
 
 def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: jax.Array,
-                   down_proj: jax.Array, down_proj_bias: jax.Array, *, activation: str,
+                   down_proj: jax.Array, down_proj_bias: jax.Array | None, *, activation: str,
                    alpha: float = 1.702, limit: float = 7.0,
                    precision: jax.lax.Precision | None = None) -> jax.Array:
   """Runs every expert on its [C, H] bin.
@@ -47,10 +49,10 @@ def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: j
   Args:
     buf: [E, C, H].
     gate_up_proj: [E, H, 2I]; gate_up_proj_bias: [E, 2I].
-    down_proj: [E, I, H]; down_proj_bias: [E, H].
+    down_proj: [E, I, H]; down_proj_bias: [E, H], or None to leave it to the combine.
 
   Returns:
-    [E, C, H] in buf's dtype, down bias included, not yet weighted.
+    [E, C, H] in buf's dtype, down bias included when given, not yet weighted.
   """
   dtype = buf.dtype
   h = jnp.einsum("ech,ehf->ecf", buf, gate_up_proj.astype(dtype), precision=precision,
@@ -59,7 +61,7 @@ def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: j
                limit=limit)  # [E, C, I]
   out = jnp.einsum("eci,eih->ech", a, down_proj.astype(dtype), precision=precision,
                    preferred_element_type=_dot_dtype(dtype))  # [E, C, H]
-  return add_tile_bias(out, down_proj_bias, None)
+  return out if down_proj_bias is None else add_tile_bias(out, down_proj_bias, None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -237,7 +239,7 @@ def add_tile_bias(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) 
 
 def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.Array,
                      gate_up_proj_bias: jax.Array, down_proj: jax.Array,
-                     down_proj_bias: jax.Array, *, tile_fill: jax.Array | None = None,
+                     down_proj_bias: jax.Array | None, *, tile_fill: jax.Array | None = None,
                      activation: str, alpha: float = 1.702, limit: float = 7.0,
                      precision: jax.lax.Precision | None = None,
                      implementation: str | None = None) -> jax.Array:
@@ -254,10 +256,11 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
       output is zeroed on empty rows too (glu(bias) otherwise), so that the weight
       gradients' `tgmm` may skip them whatever the cotangent.
     implementation: "xla" (ragged_dot), "pallas" (the Pallas grouped matmul) or None.
+    down_proj_bias: [E, H], or None to leave it to the combine.
 
   Returns:
-    [R, H] in rows' dtype, down bias included (also on empty rows of used tiles,
-    which nothing reads).
+    [R, H] in rows' dtype, down bias included when given (also on empty rows of
+    used tiles, which nothing reads).
   """
   dtype = rows.dtype
   lin = dict(tile_fill=tile_fill, precision=precision, implementation=implementation)
@@ -267,4 +270,6 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
   if tile_fill is not None:  # glu(bias) on empty rows: zero it for the down-projection tgmm
     a = jnp.where(fill_mask(tile_fill, a.shape[0])[:, None], a, jnp.zeros((), a.dtype))
   out = grouped_linear(a, down_proj, tile_expert, **lin)  # [R, H]
+  if down_proj_bias is None:
+    return out
   return add_tile_bias(out, down_proj_bias, tile_expert)

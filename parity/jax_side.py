@@ -31,8 +31,9 @@ import numpy as np
 
 from moe_jax import (MoEConfig, MoELayer, MoEParams, binned_experts, binned_gather,
                      binned_scatter, dropless_experts, layer_dispatch, moe_forward, route)
-from moe_jax.dispatch import grouped_to_padded, padded_to_grouped
 from moe_jax.convert import STATE_DICT_NAMES
+from moe_jax.dispatch import grouped_to_padded, padded_to_grouped
+from moe_jax.experts import add_tile_bias
 
 INJECTIONS = ("glu_alpha", "drop_bias", "tie_break")
 WRONG_ALPHA = 1.0
@@ -72,12 +73,12 @@ def _routing(params, x, forced, forced_idx, config, inject):
   own = dict(router_logits=logits, expert_indices=indices, expert_weights=weights,
              keep=meta.keep.reshape(x.shape[0], config.top_k),
              tokens_per_expert=meta.tokens_per_expert)
-  return own, meta, use_w
+  return own, meta, use_idx, use_w
 
 
 def _loss(params, x, cot, forced, forced_idx, *, config, inject):
   """sum(y * cot) of the staged layer, and every stage output (y under "combine")."""
-  stages, meta, use_w = _routing(params, x, forced, forced_idx, config, inject)
+  stages, meta, use_idx, use_w = _routing(params, x, forced, forced_idx, config, inject)
   rows = binned_gather(x, meta, implementation=config.implementation)  # [E, C, H] or [M, H]
   alpha = WRONG_ALPHA if inject == "glu_alpha" else config.swiglu_alpha
   down_bias = params.down_proj_bias
@@ -85,14 +86,18 @@ def _loss(params, x, cot, forced, forced_idx, *, config, inject):
     down_bias = jnp.zeros_like(down_bias)
   mlp = dict(activation=config.activation, alpha=alpha, limit=config.swiglu_limit,
              precision=config.lax_precision)
-  tensors = (params.gate_up_proj, params.gate_up_proj_bias, params.down_proj, down_bias)
+  # As moe_forward: the experts leave the down bias to the combine.
+  tensors = (params.gate_up_proj, params.gate_up_proj_bias, params.down_proj, None)
   if meta.grouped:
     out = dropless_experts(rows, meta.tile_expert, *tensors, tile_fill=meta.tile_fill,
                            implementation=config.implementation, **mlp)
   else:
     out = binned_experts(rows, *tensors, **mlp)
-  y = binned_scatter(out, meta, use_w, implementation=config.implementation)  # [T, H]
-  stages.update(dispatched=_sorted_rows(rows, meta), expert_out=_sorted_rows(out, meta),
+  y = binned_scatter(out, meta, use_w, bias=down_bias, expert_indices=use_idx,
+                     implementation=config.implementation)  # [T, H]
+  # The references' expert output includes the down bias: the stage view adds it.
+  out_view = add_tile_bias(out, down_bias, meta.tile_expert)
+  stages.update(dispatched=_sorted_rows(rows, meta), expert_out=_sorted_rows(out_view, meta),
                 combine=y)
   return jnp.sum(y.astype(jnp.float32) * cot), stages
 
@@ -114,7 +119,7 @@ def _run(params, output_params, x, cot, forced, forced_idx, *, config, output_co
 
 def _dispatch_combine(params, x, forced, forced_idx, ref_out, ref_w, *, config, inject):
   """Routing and dispatch as in _loss; the combine runs on the reference's expert output."""
-  stages, meta, _ = _routing(params, x, forced, forced_idx, config, inject)
+  stages, meta, _, _ = _routing(params, x, forced, forced_idx, config, inject)
   rows = binned_gather(x, meta, implementation=config.implementation)
   stages["dispatched"] = _sorted_rows(rows, meta)
   if meta.grouped and meta.capacity is None:  # the reference's expert-sorted [M, H] -> tiles

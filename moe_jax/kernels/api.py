@@ -193,6 +193,8 @@ def combine_rows(
     index: jax.Array,
     weight: jax.Array | None = None,
     *,
+    bias: jax.Array | None = None,
+    bias_index: jax.Array | None = None,
     out_dtype: jnp.dtype | None = None,
     implementation: Implementation | None = None,
     config: BlockConfig | None = None,
@@ -202,13 +204,18 @@ def combine_rows(
 
   The sum runs over k = 0..K-1 in that order, in float32, on the token side: no
   atomics, no scatter-add, the same result on every run. Slots with index < 0
-  contribute exactly 0, whatever their weight.
+  contribute exactly 0, whatever their weight. With `bias`, each slot adds its bias
+  row before the weight: weight[t, k] * (src[index[t, k]] + bias[bias_index[t, k]]).
 
   Args:
     src: [N, H] floating source rows (e.g. expert outputs [E*C, H]).
     index: [T, K] int32 source row of each token's k-th slot; < 0 marks an empty
       slot; >= N reads row N-1.
     weight: optional [T, K] floating weights (float32 is used); None means 1.
+    bias: optional [B, H] floating bias rows, added in float32 (e.g. the experts'
+      down bias [E, H]); given only with bias_index.
+    bias_index: [T, K] int32 bias row of each slot (e.g. its expert); < 0 adds none;
+      >= B reads row B-1.
     out_dtype: floating output dtype; None means src.dtype.
     implementation: "xla", "pallas", or None for the best on this backend.
     config: Pallas tiles of [T, H]; None picks
@@ -237,14 +244,39 @@ def combine_rows(
     raise ValueError(f"out_dtype must be a floating dtype, got {out_dtype}")
   _check_config(config)
   (num_tokens, top_k), (num_src_rows, h) = np.shape(index), np.shape(src)
+  _check_bias(bias, bias_index, (num_tokens, top_k), h)
   if num_tokens == 0 or h == 0 or top_k == 0 or num_src_rows == 0:
     return jnp.zeros((num_tokens, h), out_dtype)
+  if bias is not None and np.shape(bias)[0] == 0:
+    bias = bias_index = None  # no bias rows: nothing to add
   if impl == "xla":
-    return reference.combine_rows(src, index, weight, out_dtype=out_dtype)
+    return reference.combine_rows(src, index, weight, out_dtype=out_dtype, bias=bias,
+                                  bias_index=bias_index)
   config = config or default_config(num_tokens, h, tile_elements=REDUCE_TILE_ELEMENTS)
   return _combine.combine_rows(
-      src, index, weight, out_dtype=out_dtype, config=config, interpret=_interpret(interpret)
+      src, index, weight, bias, bias_index, out_dtype=out_dtype, config=config,
+      interpret=_interpret(interpret)
   )
+
+
+def _check_bias(bias: jax.Array | None, bias_index: jax.Array | None,
+                slots: tuple[int, int], h: int) -> None:
+  """combine_rows' bias and bias_index: both or neither, [B, H] floating and [T, K] int32."""
+  if (bias is None) != (bias_index is None):
+    raise ValueError("bias and bias_index must be given together, got "
+                     f"bias={'None' if bias is None else np.shape(bias)} and "
+                     f"bias_index={'None' if bias_index is None else np.shape(bias_index)}")
+  if bias is None:
+    return
+  if np.ndim(bias) != 2 or np.shape(bias)[1] != h:
+    raise ValueError(f"bias must have shape [B, H={h}] (H of src), got shape {np.shape(bias)}")
+  if not jnp.issubdtype(bias.dtype, jnp.floating):
+    raise ValueError(f"bias must have a floating dtype, got {bias.dtype}")
+  if np.shape(bias_index) != slots:
+    raise ValueError(f"bias_index must have shape [T, K]={slots} (index's shape), "
+                     f"got shape {np.shape(bias_index)}")
+  if bias_index.dtype != jnp.int32:
+    raise ValueError(f"bias_index must have dtype int32, got {bias_index.dtype}")
 
 
 def slot_dots(

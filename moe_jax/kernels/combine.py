@@ -2,7 +2,10 @@
 
 A token-side gather-reduce: each program owns a [BT, BH] tile of the output and
 reads the K source rows of each of its tokens, so the sum has one fixed order and no
-atomics or scatter-add are needed.
+atomics or scatter-add are needed. An optional bias row per slot (the experts' down
+bias, `bias[bias_index[t, k]]`) is added to each source row before its weight: the
+bias table is a few rows that stay in L2, so the layer never writes a biased copy of
+its [R, H] expert output.
 """
 from __future__ import annotations
 
@@ -23,8 +26,10 @@ def _kernel(
     index_ref,
     *refs,
     has_weight: bool,
+    has_bias: bool,
     num_tokens: int,
     num_src_rows: int,
+    num_bias_rows: int,
     h: int,
     top_k: int,
     block_tokens: int,
@@ -32,14 +37,17 @@ def _kernel(
 ):
   """One [BT, BH] tile of out.
 
-  Refs: index [BT, K] int32, weight [BT, K] f32 (if has_weight), src [N, BH] (every
-  row, one column tile), out [BT, BH]. K need not be a power of two: each slot is
-  loaded as its own [BT] column.
+  Refs: index [BT, K] int32, weight [BT, K] f32 (if has_weight), bias_index [BT, K]
+  int32 (if has_bias), src [N, BH] (every row, one column tile), bias [B, BH] (if
+  has_bias), out [BT, BH]. K need not be a power of two: each slot is loaded as its
+  own [BT] column.
   """
-  if has_weight:
-    weight_ref, src_ref, out_ref = refs
-  else:
-    (src_ref, out_ref), weight_ref = refs, None
+  refs = list(refs)
+  weight_ref = refs.pop(0) if has_weight else None
+  bias_index_ref = refs.pop(0) if has_bias else None
+  src_ref = refs.pop(0)
+  bias_ref = refs.pop(0) if has_bias else None
+  (out_ref,) = refs
   row_mask = _tiles.tail_mask(0, block_tokens, num_tokens)  # [BT] or None
   col_mask = _tiles.tail_mask(1, block_h, h)  # [BH] or None
   acc = jnp.zeros((block_tokens, block_h), jnp.float32)
@@ -47,6 +55,11 @@ def _kernel(
     index = _tiles.load(index_ref.at[:, jnp.int32(k)], row_mask, -1)  # [BT]
     valid, rows = _tiles.safe_rows(index, num_src_rows)
     x = _tiles.gather_tile(src_ref, rows, valid, col_mask, block_h).astype(jnp.float32)
+    if bias_ref is not None:
+      bias_index = _tiles.load(bias_index_ref.at[:, jnp.int32(k)], row_mask, -1)  # [BT]
+      has, bias_rows = _tiles.safe_rows(bias_index, num_bias_rows)
+      b = _tiles.gather_tile(bias_ref, bias_rows, valid & has, col_mask, block_h)
+      x = x + b.astype(jnp.float32)
     if weight_ref is not None:
       # Zero the weight of an empty slot too, so that 0 * inf cannot make a NaN.
       w = jnp.where(valid, _tiles.load(weight_ref.at[:, jnp.int32(k)], row_mask, 0.0), 0.0)  # [BT]
@@ -60,6 +73,8 @@ def combine_rows(
     src: jax.Array,
     index: jax.Array,
     weight: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    bias_index: jax.Array | None = None,
     *,
     out_dtype: jnp.dtype,
     config: BlockConfig,
@@ -71,6 +86,7 @@ def combine_rows(
     src: [N, H], N >= 1.
     index: [T, K] int32, T >= 1, K >= 1.
     weight: optional [T, K] float32.
+    bias: optional [B, H], B >= 1, with bias_index [T, K] int32.
     out_dtype: dtype of the output.
     config: tiles of [T, H]; block_h need not divide H nor block_rows T.
     interpret: run the kernel body in the Pallas interpreter (CPU, tests).
@@ -82,14 +98,22 @@ def combine_rows(
   num_tokens, top_k = index.shape
   bt, bh = config.block_rows, config.block_h
   slot_spec = pl.BlockSpec((bt, top_k), lambda i, j: (i, 0))
-  src_spec = pl.BlockSpec((num_src_rows, bh), lambda i, j: (0, j))
-  operands = [index] + ([weight] if weight is not None else []) + [src]
-  in_specs = [slot_spec] + ([slot_spec] if weight is not None else []) + [src_spec]
+
+  def column_spec(table):  # every row of one column tile
+    return pl.BlockSpec((table.shape[0], bh), lambda i, j: (0, j))
+
+  has_weight, has_bias = weight is not None, bias is not None
+  slot_operands = [index] + [weight] * has_weight + [bias_index] * has_bias
+  table_operands = [src] + [bias] * has_bias
+  operands = slot_operands + table_operands
+  in_specs = [slot_spec] * len(slot_operands) + [column_spec(t) for t in table_operands]
   kernel = functools.partial(
       _kernel,
-      has_weight=weight is not None,
+      has_weight=has_weight,
+      has_bias=has_bias,
       num_tokens=num_tokens,
       num_src_rows=num_src_rows,
+      num_bias_rows=bias.shape[0] if has_bias else 0,
       h=h,
       top_k=top_k,
       block_tokens=bt,

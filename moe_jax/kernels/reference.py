@@ -68,14 +68,20 @@ def combine_rows(
     weight: jax.Array | None = None,
     *,
     out_dtype: jnp.dtype | None = None,
+    bias: jax.Array | None = None,
+    bias_index: jax.Array | None = None,
 ) -> jax.Array:
-  """out[t] = sum_k weight[t, k] * src[index[t, k]], in f32, k = 0..K-1 in order.
+  """out[t] = sum_k weight[t, k] * (src[index[t, k]] + bias[bias_index[t, k]]), in f32.
+
+  k = 0..K-1 in order.
 
   Args:
     src: [N, H], N >= 1.
-    index: [T, K] int32; slots with index < 0 contribute exactly 0.
+    index: [T, K] int32; slots with index < 0 contribute exactly 0 (bias included).
     weight: optional [T, K] float32 (None means 1).
     out_dtype: output dtype, src.dtype when None.
+    bias: optional [B, H] rows added to each slot's source row before the weight.
+    bias_index: [T, K] int32 bias row of each slot (given with bias); < 0: none.
 
   Returns:
     [T, H] of out_dtype.
@@ -84,7 +90,11 @@ def combine_rows(
   acc = jnp.zeros((num_tokens, src.shape[1]), jnp.float32)  # [T, H]
   for k in range(top_k):
     valid, rows = _rows(src, index[:, k])  # [T], [T, H]
-    x = jnp.where(valid[:, None], rows.astype(jnp.float32), 0.0)
+    x = rows.astype(jnp.float32)
+    if bias is not None:
+      has_bias, b = _rows(bias, bias_index[:, k])  # [T], [T, H]
+      x = x + jnp.where(has_bias[:, None], b.astype(jnp.float32), 0.0)
+    x = jnp.where(valid[:, None], x, 0.0)
     if weight is not None:
       w = jnp.where(valid, weight[:, k].astype(jnp.float32), 0.0)  # [T]
       x = w[:, None] * x

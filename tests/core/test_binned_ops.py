@@ -45,13 +45,14 @@ def _naive_scatter(y, meta, w):
   return jnp.einsum("tk,tkh->th", w, picked, precision="highest").astype(y.dtype)
 
 
-def _scatter_np(y, meta, w):
-  rows = np.asarray(y, np.float64).reshape(-1, y.shape[-1])
+def _scatter_np(y, meta, w, bias=None, idx=None):
+  rows = np.asarray(jnp.asarray(y, jnp.float32), np.float64).reshape(-1, y.shape[-1])
   ci = np.asarray(meta.combine_index)
   out = np.zeros((ci.shape[0], rows.shape[1]))
   for t, k in itertools.product(*map(range, ci.shape)):
     if ci[t, k] >= 0:
-      out[t] += float(w[t, k]) * rows[ci[t, k]]
+      b = 0.0 if bias is None else np.asarray(bias, np.float64)[idx[t, k]]
+      out[t] += float(w[t, k]) * (rows[ci[t, k]] + b)
   return out
 
 
@@ -81,6 +82,42 @@ class BinnedOpsTest:
     rtol, atol, _ = TOLERANCES[dtype]
     np.testing.assert_allclose(np.asarray(got, np.float64), _scatter_np(y, meta, w), rtol=rtol,
                                atol=atol)
+
+  @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+  @pytest.mark.parametrize("cap", [None, 3, 12])
+  def test_scatter_bias_float64(self, impl, dtype, cap):
+    idx, w = _routing(5, 30, 5, 2)
+    meta = make_dispatch(jnp.asarray(idx), 5, cap)
+    y = jax.random.normal(jax.random.key(6), (meta.num_rows, 96), dtype)
+    y = y.reshape((5, cap, 96)) if cap else y
+    bias = jax.random.normal(jax.random.key(7), (5, 96), jnp.float32)
+    got = binned_scatter(y, meta, jnp.asarray(w), bias=bias, expert_indices=jnp.asarray(idx),
+                         implementation=impl)
+    rtol, atol, _ = TOLERANCES[dtype]
+    np.testing.assert_allclose(np.asarray(got, np.float64),
+                               _scatter_np(y, meta, w, bias, idx), rtol=rtol, atol=atol)
+
+  @pytest.mark.parametrize("cap", [None, 2])
+  def test_scatter_bias_finite_differences(self, impl, cap):
+    # d rows, d weights and d bias of the biased combine (dropped slots included).
+    idx, w = _routing(8, 7, 3, 2)
+    meta = make_dispatch(jnp.asarray(idx), 3, cap)
+    shape = (meta.num_rows, 8) if cap is None else (3, cap, 8)
+    y = jax.random.normal(jax.random.key(9), shape)
+    bias = jax.random.normal(jax.random.key(10), (3, 8))
+    f = lambda y, w, b: jnp.sin(binned_scatter(y, meta, w, bias=b, expert_indices=jnp.asarray(idx),
+                                               implementation=impl))
+    check_grads(f, (y, jnp.asarray(w), bias), order=1, modes=["rev"], eps=1e-2, atol=2e-2,
+                rtol=2e-2)
+    if cap is not None:  # a dropped slot's expert gets no bias gradient from it
+      _, d_w, d_b = jax.grad(lambda *a: f(*a).sum(), argnums=(0, 1, 2))(y, jnp.asarray(w), bias)
+      kept = np.asarray(meta.keep).reshape(7, 2)
+      g = np.cos(_scatter_np(y, meta, w, bias, idx))
+      want = np.zeros((3, 8))
+      for t, k in zip(*np.nonzero(kept)):
+        want[idx[t, k]] += w[t, k] * g[t]
+      np.testing.assert_allclose(d_b, want, rtol=1e-5, atol=1e-5)
+      np.testing.assert_array_equal(np.asarray(d_w)[~kept], 0.0)
 
   @pytest.mark.parametrize("cap", [None, 2, 6])
   def test_grads_match_naive(self, impl, cap):
@@ -160,3 +197,8 @@ def test_errors():
     binned_scatter(jnp.ones((3, 3, 8)), meta, jnp.ones((4, 2)))
   with pytest.raises(ValueError, match=r"weights must be \[T, K\]=\(4, 2\), got \(4, 3\)"):
     binned_scatter(jnp.ones((3, 2, 8)), meta, jnp.ones((4, 3)))
+  with pytest.raises(ValueError, match=r"bias must be \[E, H\]=\(3, 8\), got shape \(3, 7\)"):
+    binned_scatter(jnp.ones((3, 2, 8)), meta, jnp.ones((4, 2)), bias=jnp.ones((3, 7)))
+  with pytest.raises(ValueError, match=r"expert_indices must be \[T, K\]=\(4, 2\) with bias, "
+                     "got None"):
+    binned_scatter(jnp.ones((3, 2, 8)), meta, jnp.ones((4, 2)), bias=jnp.ones((3, 8)))

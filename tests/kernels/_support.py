@@ -74,8 +74,11 @@ def np_gather(src, index, scale=None):
   return np.where(valid[:, None], rows, 0.0)
 
 
-def np_combine(src, index, weight=None):
+def np_combine(src, index, weight=None, bias=None, bias_index=None):
   valid, rows = np_rows(src, index)  # [T, K], [T, K, H]
+  if bias is not None:
+    has_bias, bias_rows = np_rows(bias, bias_index)  # [T, K], [T, K, H]
+    rows = rows + np.where(has_bias[..., None], bias_rows, 0.0)
   w = np.ones(valid.shape) if weight is None else f64(weight)
   return np.einsum("tk,tkh->th", np.where(valid, w, 0.0), np.where(valid[..., None], rows, 0.0))
 

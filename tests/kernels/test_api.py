@@ -14,7 +14,7 @@ from moe_jax.kernels import (
     slot_dots,
 )
 
-from ._support import Twin, bits, normal, random_index
+from ._support import Twin, bits, normal, np_combine, random_index
 
 N, T, H, K = 6, 10, 200, 2
 
@@ -153,6 +153,37 @@ def test_weight_and_scale_checks():
     combine_rows(src, random_index(1, (T, K), N), out_dtype=jnp.int32)
   with pytest.raises(ValueError, match="config must be a BlockConfig or None, got dict"):
     gather_rows(src, random_index(1, (T,), N), implementation="pallas", config={"block_rows": 8})
+
+
+def test_combine_bias_checks():
+  src, index = normal(0, (N, H), jnp.float32), random_index(1, (T, K), N)
+  bias, bias_index = jnp.ones((3, H)), random_index(2, (T, K), 3)
+  with pytest.raises(ValueError, match=r"bias and bias_index must be given together, got "
+                     r"bias=\(3, 200\) and bias_index=None"):
+    combine_rows(src, index, bias=bias)
+  with pytest.raises(ValueError, match=r"bias must have shape \[B, H=200\] \(H of src\), "
+                     r"got shape \(3, 199\)"):
+    combine_rows(src, index, bias=jnp.ones((3, H - 1)), bias_index=bias_index)
+  with pytest.raises(ValueError, match="bias must have a floating dtype, got int32"):
+    combine_rows(src, index, bias=jnp.ones((3, H), jnp.int32), bias_index=bias_index)
+  with pytest.raises(ValueError, match=r"bias_index must have shape \[T, K\]=\(10, 2\) "
+                     r"\(index's shape\), got shape \(10, 3\)"):
+    combine_rows(src, index, bias=bias, bias_index=random_index(2, (T, K + 1), 3))
+  with pytest.raises(ValueError, match="bias_index must have dtype int32, got float32"):
+    combine_rows(src, index, bias=bias, bias_index=bias_index.astype(jnp.float32))
+
+
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
+def test_combine_bias_matches_float64(implementation):
+  # The "xla" path against float64; the Pallas twin has its own kernel tests.
+  src, index = normal(0, (N, H), jnp.float32), random_index(1, (T, K), N)
+  bias, bias_index = normal(3, (3, H), jnp.float32), random_index(2, (T, K), 3)
+  weight = normal(4, (T, K), jnp.float32)
+  got = combine_rows(src, index, weight, bias=bias, bias_index=bias_index,
+                     implementation=implementation)
+  np.testing.assert_allclose(np.asarray(got, np.float64),
+                             np_combine(src, index, weight, bias, bias_index), rtol=1e-6,
+                             atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,10 @@ def _assert_close(got, want, dtype):
   np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol, atol=atol)
 
 
+def _biased_combine(src, index, weight, bias, bias_index, **kwargs):
+  return combine_rows(src, index, weight, bias=bias, bias_index=bias_index, **kwargs)
+
+
 class Combine(Twin):
 
   @pytest.mark.parametrize("n,t,h,k", CASES)
@@ -71,6 +75,23 @@ class Combine(Twin):
     config = BlockConfig(block_rows=4, block_h=64, num_warps=2)
     got = self.pallas(combine_rows, src, index, config=config)
     _assert_close(got, np_combine(src, index), jnp.float32)
+
+  @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+  @pytest.mark.parametrize("num_bias_rows", [5, 32])
+  def test_bias_rows(self, dtype, num_bias_rows):
+    # The experts' down bias per slot: empty slots add no bias, a slot with
+    # bias_index < 0 adds none, and B need not be a power of two.
+    n, t, h, k = 24, 37, 2880, 4
+    src = normal(16, (n, h), dtype)
+    index = random_index(17, (t, k), n)
+    bias_index = random_index(18, (t, k), num_bias_rows, p_empty=0.1)
+    bias = normal(19, (num_bias_rows, h), jnp.float32)
+    weight = normal(20, (t, k), jnp.float32)
+    got = self.pallas(_biased_combine, src, index, weight, bias, bias_index)
+    assert got.dtype == dtype
+    want = np_combine(src, index, weight, bias, bias_index)
+    assert np.abs(want - np_combine(src, index, weight)).max() > 0.5  # the bias counts
+    _assert_close(got, want, dtype)
 
   @settings(max_examples=15, deadline=None)
   @given(st.lists(st.integers(-1, 3), min_size=14, max_size=14))
