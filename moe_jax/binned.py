@@ -185,6 +185,8 @@ def binned_scatter(y: jax.Array, meta: DispatchMeta, weights: jax.Array, *,
       got = None if expert_indices is None else expert_indices.shape
       raise ValueError(f"expert_indices must be [T, K]={meta.combine_index.shape} with bias, "
                        f"got {got}")
+    if not jnp.issubdtype(expert_indices.dtype, jnp.integer):
+      raise ValueError(f"expert_indices must be integer, got {expert_indices.dtype}")
     slot_expert = expert_indices.astype(jnp.int32)
   rows = y.reshape(meta.num_rows, y.shape[-1])
   return _scatter(rows, weights.astype(jnp.float32), bias, meta.combine_index, slot_expert,

@@ -4,7 +4,8 @@
 - `scatter_rows(src [T,H], dest [T,K], scale [T,K] | None) -> [R,H]`: the same
   dispatch written from the token side (each source row read once).
 - `combine_rows(src [N,H], index [T,K], weight [T,K] | None) -> [T,H]`: weighted
-  gather-reduce back to tokens, summed over k in order, in float32.
+  gather-reduce back to tokens, summed over k in order, in float32; optionally each
+  slot adds a bias row first (`bias [B,H]`, `bias_index [T,K]`: the down bias).
 - `slot_dots(src [N,H], index [T,K], g [T,H]) -> [T,K]`: per-slot dot products, the
   routing-weight gradient of `combine_rows`.
 - `gmm(lhs [R,K], rhs [E,K,N], tile_group [R/TM]) -> [R,N]`: grouped matmul over

@@ -202,3 +202,6 @@ def test_errors():
   with pytest.raises(ValueError, match=r"expert_indices must be \[T, K\]=\(4, 2\) with bias, "
                      "got None"):
     binned_scatter(jnp.ones((3, 2, 8)), meta, jnp.ones((4, 2)), bias=jnp.ones((3, 8)))
+  with pytest.raises(ValueError, match="expert_indices must be integer, got float32"):
+    binned_scatter(jnp.ones((3, 2, 8)), meta, jnp.ones((4, 2)), bias=jnp.ones((3, 8)),
+                   expert_indices=jnp.ones((4, 2)))

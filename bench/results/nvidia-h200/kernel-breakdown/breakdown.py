@@ -4,7 +4,7 @@ For each row: the kernels of one call in launch order, each the median over
 ITERS calls of its duration (ms), and their sum; the same kernels summed by name.
 
 usage (repository root, GPU machine):
-  python3 bench/results/nvidia-h200/kernel-breakdown/breakdown.py OUT.json
+  python3 bench/results/nvidia-h200/kernel-breakdown/breakdown.py OUT.json [CONFIG:IMPL:MODE ...]
 """
 import collections
 import json
@@ -12,6 +12,8 @@ import sys
 
 ROWS = [("gpt-oss-20b", "pallas/binned", "fwd"), ("gpt-oss-20b", "pallas/binned", "fwd+bwd"),
         ("gpt-oss-20b", "pallas/dropless", "fwd"), ("notebook", "xla/binned", "fwd")]
+if len(sys.argv) > 2:  # a subset: CONFIG:IMPL:MODE ...
+  ROWS = [tuple(a.split(":")) for a in sys.argv[2:]]
 ITERS = 7
 
 
@@ -35,12 +37,17 @@ def main(out_path):
     args = built.inputs[0]
     jax.block_until_ready(compiled(*args))
     calls = [profiler.measure(compiled, aggregate=False)(*args)[1] for _ in range(ITERS)]
-    names = [n for n, _ in calls[0]]
-    times = np.median(np.array([[t for _, t in c] for c in calls]), axis=0)
+    # A call may launch a different number of kernels (seen on fwd+bwd): keep the
+    # calls of the most common launch sequence.
+    seqs = collections.Counter(tuple(n for n, _ in c) for c in calls)
+    names = list(seqs.most_common(1)[0][0])
+    same = [c for c in calls if [n for n, _ in c] == names]
+    times = np.median(np.array([[t for _, t in c] for c in same]), axis=0)
     by_name = collections.defaultdict(float)
     for n, t in zip(names, times):
       by_name[n] += float(t)
     row = dict(config=config, impl=impl, mode=mode, total_ms=round(float(times.sum()), 4),
+               calls=len(same), launch_sequences=len(seqs),
                kernels=[(n, round(float(t), 4)) for n, t in zip(names, times)],
                by_name=sorted(((n, round(t, 4)) for n, t in by_name.items()),
                               key=lambda p: -p[1]))
