@@ -119,6 +119,31 @@ class BinnedOpsTest:
       np.testing.assert_allclose(d_b, want, rtol=1e-5, atol=1e-5)
       np.testing.assert_array_equal(np.asarray(d_w)[~kept], 0.0)
 
+  @pytest.mark.parametrize("bias_dtype", [jnp.float32, jnp.bfloat16])
+  def test_scatter_bias_grads_bf16_float64(self, impl, bias_dtype):
+    # bf16 rows and cotangent: the bias gradients run as 16-bit products (an f32
+    # operand split in two halves); against float64 sums over the kept slots.
+    idx, w = _routing(12, 40, 5, 2)
+    meta = make_dispatch(jnp.asarray(idx), 5, 12)
+    y = jax.random.normal(jax.random.key(13), (5, 12, 64), jnp.bfloat16)
+    bias = jax.random.normal(jax.random.key(14), (5, 64), jnp.float32).astype(bias_dtype)
+    cot = jax.random.normal(jax.random.key(15), (40, 64), jnp.bfloat16)
+    loss = lambda w, b: jnp.sum(binned_scatter(y, meta, w, bias=b, expert_indices=jnp.asarray(idx),
+                                               implementation=impl).astype(jnp.float32) * cot)
+    d_w, d_b = jax.grad(loss, argnums=(0, 1))(jnp.asarray(w), bias)
+    kept = np.asarray(meta.keep).reshape(40, 2)
+    rows = np.asarray(y.astype(jnp.float32), np.float64).reshape(-1, 64)
+    b64, g64 = np.asarray(bias.astype(jnp.float32), np.float64), np.asarray(cot, np.float64)
+    want_b, want_w = np.zeros((5, 64)), np.zeros((40, 2))
+    ci = np.asarray(meta.combine_index)
+    for t, k in zip(*np.nonzero(kept)):
+      want_b[idx[t, k]] += w[t, k] * g64[t]
+      want_w[t, k] = np.dot(rows[ci[t, k]] + b64[idx[t, k]], g64[t])
+    scale = np.abs(want_b).max()
+    np.testing.assert_allclose(np.asarray(d_b, np.float64), want_b, rtol=0,
+                               atol=(1e-4 if bias_dtype == jnp.float32 else 1e-2) * scale)
+    np.testing.assert_allclose(np.asarray(d_w, np.float64), want_w, rtol=1e-5, atol=1e-4)
+
   @pytest.mark.parametrize("cap", [None, 2, 6])
   def test_grads_match_naive(self, impl, cap):
     idx, w = _routing(3, 17, 4, 2)
