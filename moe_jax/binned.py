@@ -83,23 +83,42 @@ def _scatter_fwd(rows, weights, bias, combine_index, slot_expert, gather_token, 
   return out, (rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot)
 
 
+def _split(x: jax.Array, dtype) -> tuple[jax.Array, ...]:
+  """x (f32) as one or two terms of `dtype` whose sum is x to ~2^-17 relative."""
+  x = x.astype(jnp.float32)
+  hi = x.astype(dtype)
+  if jnp.dtype(dtype) == jnp.float32:
+    return (hi,)
+  return hi, (x - hi.astype(jnp.float32)).astype(dtype)
+
+
+def _dot_f32(a_terms, b, **kwargs) -> jax.Array:
+  """sum of a_i . b accumulated in f32 (bf16 operands: exact products on tensor cores)."""
+  dot = lambda a: jnp.dot(a, b, preferred_element_type=jnp.float32, **kwargs)
+  out = dot(a_terms[0])
+  for a in a_terms[1:]:
+    out = out + dot(a)
+  return out
+
+
 def _slot_bias_grads(g, weights, bias, combine_index, slot_expert):
   """The bias term's gradients: d_weights[t, k] += <bias[e(t, k)], g[t]>, and
   d_bias[e] = sum over kept slots of expert e of w[t, k] * g[t]; both f32.
 
-  Two [T, H] x [H, E] products at full f32 precision (E is small), not a per-slot
-  gather of [T, K, H] bias rows.
+  Two [T, H] x [H, E] products (E is small), not a per-slot gather of [T, K, H] bias
+  rows. g stays in its dtype; an f32 operand beside a 16-bit g is split into two
+  16-bit terms (hi + lo), so both products run on tensor cores with f32 accumulation
+  at ~2^-17 relative error (f32 g: one product at full f32 precision).
   """
   num_experts = bias.shape[0]
   kept = (combine_index >= 0) & (slot_expert >= 0)  # [T, K]
   expert = jnp.clip(slot_expert, 0, num_experts - 1)
-  full = dict(precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
-  g32 = g.astype(jnp.float32)
-  g_dot_bias = jnp.dot(g32, bias.astype(jnp.float32).T, **full)  # [T, E]
+  precision = jax.lax.Precision.HIGHEST if g.dtype == jnp.float32 else None
+  g_dot_bias = _dot_f32(_split(bias, g.dtype), g.T, precision=precision).T  # [T, E]
   d_weights = jnp.where(kept, jnp.take_along_axis(g_dot_bias, expert, axis=1), 0.0)
   onehot = (expert[..., None] == jnp.arange(num_experts)[None, None, :]) & kept[..., None]
   token_expert = jnp.sum(jnp.where(onehot, weights[..., None], 0.0), axis=1)  # [T, E]
-  d_bias = jnp.dot(token_expert.T, g32, **full)  # [E, H]
+  d_bias = _dot_f32(_split(token_expert.T, g.dtype), g, precision=precision)  # [E, H]
   return d_weights, d_bias
 
 
