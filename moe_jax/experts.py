@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from moe_jax import kernels
+from moe_jax.kernels import reference
 
 
 def _dot_dtype(dtype) -> jnp.dtype:
@@ -30,14 +31,8 @@ def _dot_dtype(dtype) -> jnp.dtype:
 
 def glu(gate_up: jax.Array, *, activation: str, alpha: float = 1.702, limit: float = 7.0) -> jax.Array:
   """[..., 2I] interleaved (gate even, up odd) -> [..., I]."""
-  gate, up = gate_up[..., 0::2], gate_up[..., 1::2]
-  if activation == "gpt_oss_glu":
-    gate = jnp.minimum(gate, limit)
-    up = jnp.clip(up, -limit, limit)
-    return (up + 1.0) * (gate * jax.nn.sigmoid(alpha * gate))
-  if activation == "swiglu":
-    return jax.nn.silu(gate) * up
-  raise ValueError(f"activation must be one of ('gpt_oss_glu', 'swiglu'), got {activation!r}")
+  return reference.glu_pair(gate_up[..., 0::2], gate_up[..., 1::2], activation=activation,
+                            alpha=alpha, limit=limit)
 
 
 def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: jax.Array,
@@ -58,7 +53,7 @@ def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: j
   h = jnp.einsum("ech,ehf->ecf", buf, gate_up_proj.astype(dtype), precision=precision,
                  preferred_element_type=_dot_dtype(dtype))  # [E, C, 2I]
   a = bias_glu(h, gate_up_proj_bias, None, activation=activation, alpha=alpha,
-               limit=limit)  # [E, C, I]
+               limit=limit, implementation="xla")  # [E, C, I]
   out = jnp.einsum("eci,eih->ech", a, down_proj.astype(dtype), precision=precision,
                    preferred_element_type=_dot_dtype(dtype))  # [E, C, H]
   return out if down_proj_bias is None else add_tile_bias(out, down_proj_bias, None)
@@ -104,21 +99,6 @@ def grouped_linear(x: jax.Array, w: jax.Array, tile_expert: jax.Array, *,
                          implementation)
 
 
-def fill_mask(tile_fill: jax.Array, num_rows: int) -> jax.Array:
-  """[R] bool: rows of the tile layout that hold data (before their tile's fill)."""
-  tile_rows = num_rows // tile_fill.shape[0]
-  within = jnp.arange(tile_rows, dtype=jnp.int32)[None, :]  # [1, TM]
-  return (within < tile_fill[:, None]).reshape(num_rows)
-
-
-def _tile_bias(bias: jax.Array, tile_expert: jax.Array | None) -> jax.Array:
-  """[E, F] bias -> the f32 bias of each tile [num_tiles, F], 0 on unused tiles."""
-  b = bias.astype(jnp.float32)
-  if tile_expert is None:  # binned: tile e is expert e
-    return b
-  return jnp.where((tile_expert >= 0)[:, None], b[jnp.maximum(tile_expert, 0)], 0.0)
-
-
 def _tiles_to_experts(tile_sums: jax.Array, tile_expert: jax.Array | None,
                       num_experts: int) -> jax.Array:
   """Sums per-tile rows [num_tiles, F] f32 into their experts: [E, F] f32.
@@ -150,66 +130,71 @@ def _check_tile_bias(name: str, h: jax.Array, bias: jax.Array,
                      f"got h {h.shape} and tile_expert {tile_expert.shape}")
 
 
-def _biased(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) -> jax.Array:
-  """h [R, F] (or [E, C, F]) + its tile's bias -> [num_tiles, TM, F] float32."""
-  b = _tile_bias(bias, tile_expert)  # [num_tiles, F]
-  return h.astype(jnp.float32).reshape(b.shape[0], -1, h.shape[-1]) + b[:, None, :]
+def _as_tiles(h: jax.Array, tile_expert: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """(h as [R, F], tile_expert): bins [E, C, F] are E tiles of C rows, tile e expert e."""
+  if tile_expert is not None:
+    return h, tile_expert
+  return h.reshape(-1, h.shape[-1]), jnp.arange(h.shape[0], dtype=jnp.int32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _bias_glu(h, bias, tile_expert, act):
-  activation, alpha, limit = act
-  a = glu(_biased(h, bias, tile_expert), activation=activation, alpha=alpha, limit=limit)
-  return a.astype(h.dtype).reshape(*h.shape[:-1], a.shape[-1])
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _bias_glu(h, bias, tile_expert, tile_fill, act, implementation):
+  rows, tiles = _as_tiles(h, tile_expert)
+  a = kernels.tile_glu(rows, bias, tiles, tile_fill, implementation=implementation, **dict(act))
+  return a.reshape(*h.shape[:-1], a.shape[-1])
 
 
-def _bias_glu_fwd(h, bias, tile_expert, act):
+def _bias_glu_fwd(h, bias, tile_expert, tile_fill, act, implementation):
   # The residual is h itself, which the matmul wrote anyway; autodiff of the plain
   # expression would save the f32 biased [R, 2I] (twice h's bytes in bf16).
-  return _bias_glu(h, bias, tile_expert, act), (h, bias, tile_expert)
+  out = _bias_glu(h, bias, tile_expert, tile_fill, act, implementation)
+  return out, (h, bias, tile_expert, tile_fill)
 
 
-def _bias_glu_bwd(act, res, g):
-  h, bias, tile_expert = res
-  activation, alpha, limit = act
-  hb = _biased(h, bias, tile_expert)  # recomputed in the backward fusion
-  _, vjp = jax.vjp(functools.partial(glu, activation=activation, alpha=alpha, limit=limit), hb)
-  (g_hb,) = vjp(g.astype(jnp.float32).reshape(*hb.shape[:-1], g.shape[-1]))
-  # The bias gradient sums dh as stored (h's dtype, as torch's autograd does). The
-  # barrier makes XLA write dh once and reduce it, instead of a second fusion that
-  # recomputes the GLU's backward for the reduction (this block's fwd+bwd 0.57 ->
-  # 0.45 ms on gpt-oss-20b's [R, 2I], `bench/NOTES.md` variant 12).
-  g_h = jax.lax.optimization_barrier(g_hb.astype(h.dtype))
-  sums = g_h.astype(jnp.float32).sum(axis=1)
+def _bias_glu_bwd(act, implementation, res, g):
+  h, bias, tile_expert, tile_fill = res
+  rows, tiles = _as_tiles(h, tile_expert)
+  g_h, sums = kernels.tile_glu_grad(rows, bias, g.reshape(rows.shape[0], -1), tiles, tile_fill,
+                                    implementation=implementation, **dict(act))
+  # The bias gradient sums dh as stored (h's dtype, as torch's autograd does), in f32.
   d_bias = _tiles_to_experts(sums, tile_expert, bias.shape[0])
-  return g_h.reshape(h.shape), d_bias.astype(bias.dtype), None
+  return g_h.reshape(h.shape), d_bias.astype(bias.dtype), None, None
 
 
 _bias_glu.defvjp(_bias_glu_fwd, _bias_glu_bwd)
 
 
 def bias_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None, *, activation: str,
-             alpha: float = 1.702, limit: float = 7.0) -> jax.Array:
-  """GLU of h plus its tile's bias, in f32, cast back to h's dtype.
+             alpha: float = 1.702, limit: float = 7.0, tile_fill: jax.Array | None = None,
+             implementation: str | None = None) -> jax.Array:
+  """GLU of h plus its tile's bias, in f32, cast back to h's dtype (`kernels.tile_glu`).
 
   Args:
     h: [R, 2I] grouped rows (tiles of R / num_tiles rows) or [E, C, 2I] bins.
     bias: [E, 2I].
-    tile_expert: [num_tiles] expert of each row tile (-1: unused, bias 0), or None
-      when tile e is expert e (binned).
+    tile_expert: [num_tiles] int32 expert of each row tile (< 0: unused, output 0), or
+      None when tile e is expert e (binned).
+    tile_fill: optional [num_tiles] int32 rows of each tile that hold data; the output
+      is 0 past it (glu(bias) otherwise), so that a weight gradient's `tgmm` may skip
+      those rows whatever the cotangent.
+    implementation: "xla", "pallas" (the GLU kernels, which skip unused tiles) or None
+      for the best on this backend.
 
   Returns:
-    [..., I] in h's dtype. Its VJP saves only h and recomputes the rest.
+    [..., I] in h's dtype. Its VJP saves only h and recomputes the rest; the bias
+    gradient comes from the gradient kernel's per-tile column sums.
   """
   _check_tile_bias("bias_glu", h, bias, tile_expert)
   if h.shape[-1] % 2:
     raise ValueError(f"bias_glu: h's last dimension must be even (2I), got shape {h.shape}")
-  return _bias_glu(h, bias, tile_expert, (activation, float(alpha), float(limit)))
+  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
+  return _bias_glu(h, bias, tile_expert, tile_fill, act, implementation)
 
 
 @jax.custom_vjp
 def _add_tile_bias(h, bias, tile_expert):
-  return _biased(h, bias, tile_expert).reshape(h.shape).astype(h.dtype)
+  rows, tiles = _as_tiles(h, tile_expert)
+  return reference.biased(rows, bias, tiles).reshape(h.shape).astype(h.dtype)
 
 
 def _add_tile_bias_fwd(h, bias, tile_expert):
@@ -266,9 +251,7 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
   lin = dict(tile_fill=tile_fill, precision=precision, implementation=implementation)
   h = grouped_linear(rows, gate_up_proj, tile_expert, **lin)  # [R, 2I]
   a = bias_glu(h, gate_up_proj_bias, tile_expert, activation=activation, alpha=alpha,
-               limit=limit)  # [R, I]
-  if tile_fill is not None:  # glu(bias) on empty rows: zero it for the down-projection tgmm
-    a = jnp.where(fill_mask(tile_fill, a.shape[0])[:, None], a, jnp.zeros((), a.dtype))
+               limit=limit, tile_fill=tile_fill, implementation=implementation)  # [R, I]
   out = grouped_linear(a, down_proj, tile_expert, **lin)  # [R, H]
   if down_proj_bias is None:
     return out

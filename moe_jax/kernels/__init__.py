@@ -14,6 +14,11 @@
   empty rows). Their kernels live in `grouped_matmul.py` (Triton) and
   `grouped_matmul_mgpu.py` (Mosaic GPU).
 
+- `tile_glu(h [R,2I], bias [E,2I], tile_expert [R/TM]) -> [R,I]`: the experts' bias
+  + GLU over the tile layout (0 on unused tiles and past `tile_fill`), and
+  `tile_glu_grad` its VJP with per-tile column sums for the bias gradient
+  (`api_glu.py`, kernels in `glu.py`).
+
 An index < 0 marks an empty slot (reads nothing, contributes exactly 0).
 
 Notes for the docs
@@ -62,6 +67,7 @@ from moe_jax.kernels.api import (
     slot_dots,
     tgmm,
 )
+from moe_jax.kernels.api_glu import default_glu_config, tile_glu, tile_glu_grad
 from moe_jax.kernels.block_config import BlockConfig, MatmulConfig, default_config
 
 __all__ = [
@@ -71,6 +77,7 @@ __all__ = [
     "MatmulConfig",
     "combine_rows",
     "default_config",
+    "default_glu_config",
     "default_matmul_config",
     "gather_rows",
     "gmm",
@@ -78,4 +85,6 @@ __all__ = [
     "scatter_rows",
     "slot_dots",
     "tgmm",
+    "tile_glu",
+    "tile_glu_grad",
 ]

@@ -173,3 +173,94 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: i
   out = jax.lax.ragged_dot_general(lhs, rhs.astype(lhs.dtype), sizes, dims,
                                    precision=precision, preferred_element_type=jnp.float32)
   return out.astype(out_dtype or lhs.dtype)
+
+
+ACTIVATIONS = ("gpt_oss_glu", "swiglu")
+
+
+def glu_pair(gate: jax.Array, up: jax.Array, *, activation: str, alpha: float = 1.702,
+             limit: float = 7.0) -> jax.Array:
+  """The GLU of split gate and up values (elementwise; f32 in, f32 out).
+
+  "gpt_oss_glu": (clip(up, -limit, limit) + 1) * g * sigmoid(alpha * g), g = min(gate, limit);
+  "swiglu": silu(gate) * up.
+  """
+  if activation == "gpt_oss_glu":
+    gate = jnp.minimum(gate, limit)
+    up = jnp.clip(up, -limit, limit)
+    return (up + 1.0) * (gate * jax.nn.sigmoid(alpha * gate))
+  if activation == "swiglu":
+    return jax.nn.silu(gate) * up
+  raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def tile_bias(bias: jax.Array, tile_expert: jax.Array) -> jax.Array:
+  """[E, F] bias -> the f32 bias of each tile [num_tiles, F], 0 on unused tiles (< 0)."""
+  b = bias.astype(jnp.float32)
+  return jnp.where((tile_expert >= 0)[:, None], b[jnp.maximum(tile_expert, 0)], 0.0)
+
+
+def biased(h: jax.Array, bias: jax.Array, tile_expert: jax.Array) -> jax.Array:
+  """h [R, F] + its tile's bias -> [num_tiles, TM, F] float32."""
+  b = tile_bias(bias, tile_expert)  # [num_tiles, F]
+  return h.astype(jnp.float32).reshape(b.shape[0], -1, h.shape[-1]) + b[:, None, :]
+
+
+def _kept(tile_expert: jax.Array, tile_fill: jax.Array | None, tile_rows: int) -> jax.Array:
+  """[num_tiles, TM or 1, 1] bool: rows of used tiles before their tile's fill."""
+  keep = (tile_expert >= 0)[:, None, None]
+  if tile_fill is None:
+    return keep
+  return keep & (jnp.arange(tile_rows, dtype=jnp.int32)[None, :] < tile_fill[:, None])[..., None]
+
+
+def tile_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array,
+             tile_fill: jax.Array | None = None, *, activation: str, alpha: float = 1.702,
+             limit: float = 7.0) -> jax.Array:
+  """The GLU of h plus its tile's bias, in f32: [R, 2I] interleaved -> [R, I] of h's dtype.
+
+  Args:
+    h: [R, 2I], gate in even columns, up in odd ones; rows in tiles of R / num_tiles.
+    bias: [E, 2I].
+    tile_expert: [num_tiles] int32 expert of each tile, < 0 for an unused tile.
+    tile_fill: optional [num_tiles] int32 rows of each tile that hold data; rows past it
+      come out 0.
+
+  Returns:
+    [R, I] of h.dtype: 0 on unused tiles (whatever h holds there) and past the fill.
+  """
+  hb = biased(h, bias, tile_expert)  # [num_tiles, TM, 2I]
+  a = glu_pair(hb[..., 0::2], hb[..., 1::2], activation=activation, alpha=alpha, limit=limit)
+  return jnp.where(_kept(tile_expert, tile_fill, hb.shape[1]), a, 0.0).astype(h.dtype).reshape(h.shape[0], -1)
+
+
+def tile_glu_grad(h: jax.Array, bias: jax.Array, g: jax.Array, tile_expert: jax.Array,
+                  tile_fill: jax.Array | None = None, *, activation: str,
+                  alpha: float = 1.702, limit: float = 7.0) -> tuple[jax.Array, jax.Array]:
+  """The VJP of `tile_glu` with respect to h, and its per-tile column sums.
+
+  Args:
+    h, bias, tile_expert, tile_fill: as for `tile_glu`.
+    g: [R, I] cotangent of its output.
+
+  Returns:
+    (dh [R, 2I] of h.dtype, interleaved as h and 0 wherever `tile_glu` outputs 0;
+     sums [num_tiles, 2I] float32: each tile's column sums of dh as stored, from which
+     the bias gradient is the per-expert total).
+  """
+  hb = biased(h, bias, tile_expert)  # [num_tiles, TM, 2I]
+  num_tiles, tile_rows = hb.shape[:2]
+  g = g.astype(jnp.float32).reshape(num_tiles, tile_rows, -1)
+  keep = _kept(tile_expert, tile_fill, tile_rows)
+  g = jnp.where(keep, g, 0.0)
+  # The VJP of the interleaved GLU: its backward writes dh interleaved, in one fusion.
+  glu = lambda x: glu_pair(x[..., 0::2], x[..., 1::2], activation=activation, alpha=alpha,  # noqa: E731
+                           limit=limit)
+  _, vjp = jax.vjp(glu, hb)
+  (dh,) = vjp(g)
+  dh = jnp.where(keep, dh, 0.0).astype(h.dtype)  # 0 even where h is not finite
+  # The barrier keeps dh written once and reduced, rather than the GLU's backward
+  # recomputed in a second fusion for the sums (bench/NOTES.md, variant 12).
+  dh = jax.lax.optimization_barrier(dh)
+  sums = dh.astype(jnp.float32).sum(axis=1)  # [num_tiles, 2I]
+  return dh.reshape(h.shape), sums

@@ -1,5 +1,8 @@
 """bias_glu and add_tile_bias: values and custom VJPs against float64 NumPy.
 
+bias_glu runs its "xla" implementation here; the Pallas kernels behind "pallas" are
+checked against the same float64 oracle in `tests/kernels/test_glu.py`.
+
 The gradients are checked against central finite differences of a float64 NumPy
 forward, along random directions, on a tile layout with unused tiles (-1) and on the
 binned layout (tile e = expert e).
@@ -56,11 +59,13 @@ def test_bias_glu_value_and_vjp(binned, activation):
   cot = rng.standard_normal(lead + (I,))
   te = None if binned else jnp.asarray(tile_expert)
 
+  used = 1.0 if binned else np.repeat(tile_expert >= 0, TM)[:, None]  # unused tiles give 0
+
   def f64(h, bias):
-    return glu_np(h + _row_bias64(bias, tile_expert, TM), activation)
+    return used * glu_np(h + _row_bias64(bias, tile_expert, TM), activation)
 
   def f(h, bias):
-    return bias_glu(h, bias, te, activation=activation)
+    return bias_glu(h, bias, te, activation=activation, implementation="xla")
 
   got = f(jnp.asarray(h, jnp.float32), jnp.asarray(bias, jnp.float32))
   assert got.shape == lead + (I,) and got.dtype == jnp.float32

@@ -3,22 +3,16 @@ grouped matmuls may skip them, and nothing a caller reads changes.
 
 Compared with the same experts run without tile_fill ("xla": ragged_dot computes every
 row) on the rows holding slots, with the layer's cotangent (zero on empty rows), and
-the row mask against NumPy.
+and the GLU's zeros past the fill against NumPy (in `tests/kernels/test_glu.py`).
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from moe_jax import make_dispatch
-from moe_jax.experts import dropless_experts, fill_mask
+from moe_jax.experts import dropless_experts
 
 HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def test_fill_mask_marks_the_first_rows_of_each_tile():
-  fill = np.array([4, 0, 1, 3], np.int32)
-  want = np.concatenate([np.arange(4) < f for f in fill])
-  np.testing.assert_array_equal(np.asarray(fill_mask(jnp.asarray(fill), 16)), want)
 
 
 def test_dropless_experts_with_tile_fill_change_no_value_read():

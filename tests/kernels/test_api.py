@@ -1,4 +1,6 @@
 """The API layer: implementation choice, validation, proof that the kernel ran."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,8 @@ from moe_jax.kernels import (
     gather_rows,
     resolve_implementation,
     slot_dots,
+    tile_glu,
+    tile_glu_grad,
 )
 
 from ._support import Twin, bits, normal, np_combine, random_index
@@ -19,7 +23,7 @@ from ._support import Twin, bits, normal, np_combine, random_index
 N, T, H, K = 6, 10, 200, 2
 
 # (op, kernel name, example arguments) for each primitive.
-OPS = [
+ROW_OPS = [
     pytest.param(
         gather_rows, "moe_gather_rows",
         lambda h=H: (normal(0, (N, h), jnp.bfloat16), random_index(1, (T,), N)), id="gather"),
@@ -31,6 +35,18 @@ OPS = [
         slot_dots, "moe_slot_dots",
         lambda h=H: (normal(0, (N, h), jnp.bfloat16), random_index(1, (T, K), N),
                      normal(2, (T, h), jnp.bfloat16)), id="slot_dots"),
+]
+# The tile layout's bias + GLU and its gradient (no index operand).
+OPS = ROW_OPS + [
+    pytest.param(
+        functools.partial(tile_glu, activation="gpt_oss_glu"), "moe_tile_glu",
+        lambda h=H: (normal(0, (4 * T, h), jnp.bfloat16), normal(1, (3, h), jnp.float32),
+                     jnp.asarray([2, -1, 0, 0], jnp.int32)), id="tile_glu"),
+    pytest.param(
+        functools.partial(tile_glu_grad, activation="swiglu"), "moe_tile_glu_grad",
+        lambda h=H: (normal(0, (4 * T, h), jnp.bfloat16), normal(1, (3, h), jnp.float32),
+                     normal(2, (4 * T, h // 2), jnp.bfloat16),
+                     jnp.asarray([2, -1, 0, 0], jnp.int32)), id="tile_glu_grad"),
 ]
 
 
@@ -113,7 +129,7 @@ def test_unknown_implementation(op, name, args):
     op(*args(), implementation="triton")
 
 
-@pytest.mark.parametrize("op,name,args", OPS)
+@pytest.mark.parametrize("op,name,args", ROW_OPS)
 @pytest.mark.parametrize("dtype", [jnp.int16, jnp.uint32, jnp.float32])
 def test_index_must_be_int32(op, name, args, dtype):
   a = list(args())

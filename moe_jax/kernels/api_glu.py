@@ -1,0 +1,158 @@
+"""Public bias + GLU over the grouped tile layout: validate, pick an implementation, dispatch.
+
+`tile_glu(h [R,2I], bias [E,2I], tile_expert [R/TM]) -> [R,I]` and its gradient
+`tile_glu_grad(h, bias, g [R,I], tile_expert) -> (dh [R,2I], sums [R/TM,2I])`;
+"xla" is `reference.tile_glu(_grad)`, "pallas" the kernels of `glu.py`.
+`implementation` and `interpret` behave as in `api`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from moe_jax.kernels import glu as _glu
+from moe_jax.kernels import reference
+from moe_jax.kernels.api import Implementation, _check_config, _interpret, resolve_implementation
+from moe_jax.kernels.block_config import BlockConfig, next_power_of_two
+
+# A [block_rows, block_h] block holds gate, up, g and their gradients in f32. On an
+# H200, [32, 64] with 4 warps ran the gpt-oss-20b layout's forward and gradient
+# fastest of six blocks (`bench/results/nvidia-h200/glu-sweep`, NOTES variant 19).
+_GLU_BLOCK_ROWS = 32
+_GLU_BLOCK_I = 64
+
+
+def default_glu_config(tile_rows: int, num_i: int) -> BlockConfig:
+  """Blocks of the GLU kernels for tiles of `tile_rows` rows and I output columns.
+
+  block_rows: the largest power of two dividing tile_rows, at most 32; block_h: 64
+  columns (fewer for a smaller I); 4 warps, 1 stage.
+  """
+  block_rows = min(tile_rows & -tile_rows, _GLU_BLOCK_ROWS)
+  block_i = min(_GLU_BLOCK_I, next_power_of_two(num_i))
+  return BlockConfig(block_rows=block_rows, block_h=block_i, num_warps=4, num_stages=1)
+
+
+def _check(h, bias, tile_expert, tile_fill, activation, g=None) -> tuple[int, int]:
+  """Validates the GLU operands; returns (tile rows TM, I)."""
+  if np.ndim(h) != 2 or not jnp.issubdtype(h.dtype, jnp.floating) or np.shape(h)[1] % 2:
+    raise ValueError(f"h must be a floating [R, 2I] array (even last dimension), got shape "
+                     f"{np.shape(h)} and dtype {h.dtype}")
+  num_rows, two_i = np.shape(h)
+  if np.ndim(bias) != 2 or np.shape(bias)[1] != two_i or not jnp.issubdtype(bias.dtype,
+                                                                            jnp.floating):
+    raise ValueError(f"bias must be a floating [E, 2I={two_i}] array (h's last dimension), "
+                     f"got shape {np.shape(bias)} and dtype {bias.dtype}")
+  if np.ndim(tile_expert) != 1 or tile_expert.dtype != jnp.int32:
+    raise ValueError(f"tile_expert must be an int32 [num_tiles] array, got shape "
+                     f"{np.shape(tile_expert)} and dtype {tile_expert.dtype}")
+  num_tiles = np.shape(tile_expert)[0]
+  if num_tiles == 0 or num_rows % num_tiles:
+    raise ValueError(f"h's rows must be num_tiles * TM: got R={num_rows} rows for "
+                     f"num_tiles={num_tiles} tiles")
+  if tile_fill is not None and (np.shape(tile_fill) != (num_tiles,)
+                                or tile_fill.dtype != jnp.int32):
+    raise ValueError(f"tile_fill must be None or an int32 ({num_tiles},) array (one count per "
+                     f"tile), got shape {np.shape(tile_fill)} and dtype "
+                     f"{getattr(tile_fill, 'dtype', type(tile_fill).__name__)}")
+  if activation not in reference.ACTIVATIONS:
+    raise ValueError(f"activation must be one of {reference.ACTIVATIONS}, got {activation!r}")
+  if g is not None and (np.shape(g) != (num_rows, two_i // 2)
+                        or not jnp.issubdtype(g.dtype, jnp.floating)):
+    raise ValueError(f"g must be a floating [R, I]={(num_rows, two_i // 2)} array (the "
+                     f"output's cotangent), got shape {np.shape(g)} and dtype {g.dtype}")
+  return num_rows // num_tiles, two_i // 2
+
+
+def _config(config, tile_rows: int, num_i: int) -> BlockConfig:
+  _check_config(config)
+  config = config or default_glu_config(tile_rows, num_i)
+  if tile_rows % config.block_rows:
+    raise ValueError(f"config.block_rows must divide the tile height TM={tile_rows}, got "
+                     f"block_rows={config.block_rows}")
+  return config
+
+
+def tile_glu(
+    h: jax.Array,
+    bias: jax.Array,
+    tile_expert: jax.Array,
+    tile_fill: jax.Array | None = None,
+    *,
+    activation: str,
+    alpha: float = 1.702,
+    limit: float = 7.0,
+    implementation: Implementation | None = None,
+    config: BlockConfig | None = None,
+    interpret: bool | None = None,
+) -> jax.Array:
+  """GLU of h plus its tile's bias, in float32: [R, 2I] interleaved -> [R, I].
+
+  Args:
+    h: [R, 2I] floating, gate in even columns and up in odd ones, in tiles of
+      TM = R / num_tiles rows.
+    bias: [E, 2I] floating, added in float32.
+    tile_expert: [num_tiles] int32 expert of each tile; < 0 marks an unused tile.
+    tile_fill: optional [num_tiles] int32 rows of each tile that hold data.
+    activation: "gpt_oss_glu" (with alpha and limit) or "swiglu".
+    implementation: "xla", "pallas", or None for the best on this backend.
+    config: Pallas blocks (block_rows must divide TM); None picks
+      `default_glu_config(TM, I)`. Ignored by "xla".
+    interpret: Pallas only: run the kernel in the interpreter. None means "when the
+      default backend is not a GPU".
+
+  Returns:
+    [R, I] of h.dtype; exactly 0 on unused tiles and on rows past their tile's fill
+    (whatever h holds there). The Pallas kernel does not read h on unused tiles.
+
+  Example:
+    >>> h = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> tile_glu(h, jnp.zeros((1, 2)), jnp.array([0, -1], jnp.int32), activation="swiglu")
+    Array([[1.4621172],
+           [0.       ]], dtype=float32)
+  """
+  impl = resolve_implementation(implementation)
+  tile_rows, num_i = _check(h, bias, tile_expert, tile_fill, activation)
+  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
+  if impl == "xla":
+    return reference.tile_glu(h, bias, tile_expert, tile_fill, **dict(act))
+  return _glu.tile_glu(h, bias, tile_expert, tile_fill, act=act,
+                       config=_config(config, tile_rows, num_i),
+                       interpret=_interpret(interpret))
+
+
+def tile_glu_grad(
+    h: jax.Array,
+    bias: jax.Array,
+    g: jax.Array,
+    tile_expert: jax.Array,
+    tile_fill: jax.Array | None = None,
+    *,
+    activation: str,
+    alpha: float = 1.702,
+    limit: float = 7.0,
+    implementation: Implementation | None = None,
+    config: BlockConfig | None = None,
+    interpret: bool | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """The VJP of `tile_glu` with respect to h, with each tile's column sums of it.
+
+  Args:
+    h, bias, tile_expert, tile_fill, activation, alpha, limit: as for `tile_glu`.
+    g: [R, I] floating cotangent of `tile_glu`'s output (rows it zeroes are ignored).
+    implementation, config, interpret: as for `tile_glu`.
+
+  Returns:
+    dh: [R, 2I] of h.dtype, interleaved as h; 0 on unused tiles and past the fill.
+    sums: [num_tiles, 2I] float32 column sums of each tile's dh as stored (rounded to
+      h.dtype first): the bias gradient is their total over each expert's tiles.
+  """
+  impl = resolve_implementation(implementation)
+  tile_rows, num_i = _check(h, bias, tile_expert, tile_fill, activation, g)
+  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
+  if impl == "xla":
+    return reference.tile_glu_grad(h, bias, g, tile_expert, tile_fill, **dict(act))
+  return _glu.tile_glu_grad(h, bias, g, tile_expert, tile_fill, act=act,
+                            config=_config(config, tile_rows, num_i),
+                            interpret=_interpret(interpret))

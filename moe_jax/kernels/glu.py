@@ -1,0 +1,243 @@
+"""Pallas (Triton) kernels for `tile_glu` and its gradient `tile_glu_grad`.
+
+The experts' bias + GLU over the grouped tile layout, [R, 2I] (gate even, up odd) ->
+[R, I]. Each program owns `block_rows` rows of one tile and `block_i` output columns;
+it reads its tile's expert first and, on an unused tile, writes zeros without reading
+h or g (XLA's fusion reads every row of the static layout, about a third of which is
+unused in the grouped binned layout). The gradient kernel also sums its dh columns
+over its rows, so the bias gradient needs no second pass over dh.
+
+16-bit h, g's cotangent dh likewise, travels as uint32 [R, I] (XLA bitcasts, no copy):
+each element packs one (gate, up) pair, gate in the low half, so that loads and stores
+are contiguous and vectorised and the pair is split with shifts in registers. Other
+dtypes, and the [E, 2I] bias table, load gate and up as two stride-2 column sets
+through int32 vector indices (the interpreter takes vector indexers, not strided
+slices); Triton cannot vectorise those (bench/NOTES.md, variant 19).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from moe_jax import _compat
+from moe_jax.kernels import _tiles
+from moe_jax.kernels import reference
+from moe_jax.kernels.block_config import BlockConfig
+
+KERNEL_NAME = "moe_tile_glu"
+GRAD_KERNEL_NAME = "moe_tile_glu_grad"
+
+
+def _block(num_i: int, block_rows: int, block_i: int):
+  """(rows [BR, 1], columns [1, BI] of the output, masks [BR, BI] and [1, BI] or None,
+  rows [BR])."""
+  rows = jnp.arange(block_rows, dtype=jnp.int32)
+  cols = jnp.arange(block_i, dtype=jnp.int32)
+  col_mask = _tiles.tail_mask(1, block_i, num_i)  # [BI] or None
+  if col_mask is None:
+    return rows[:, None], cols[None, :], None, None, rows
+  mask = jnp.broadcast_to(col_mask[None, :], (block_rows, block_i))
+  return rows[:, None], cols[None, :], mask, col_mask[None, :], rows
+
+
+def packs(dtype) -> bool:
+  """Whether [R, 2I] of this dtype travels packed as uint32 [R, I] (16-bit dtypes)."""
+  return jnp.dtype(dtype).itemsize == 2
+
+
+def pack(x: jax.Array) -> jax.Array:
+  """[R, 2I] 16-bit -> uint32 [R, I], each element a (gate, up) pair (a bitcast)."""
+  return jax.lax.bitcast_convert_type(x.reshape(x.shape[0], -1, 2), jnp.uint32)
+
+
+def unpack(x: jax.Array, dtype) -> jax.Array:
+  """The inverse of `pack`: uint32 [R, I] -> [R, 2I] of dtype."""
+  return jax.lax.bitcast_convert_type(x, dtype).reshape(x.shape[0], -1)
+
+
+def _load_pair(ref, rows, cols, mask, dtype):
+  """(gate, up) [BR, BI] f32 of a block ref: uint32 [BR, BI] packed pairs of `dtype`
+  (`packs(dtype)`), else an interleaved [BR, 2BI] block."""
+  if ref.dtype == jnp.uint32:
+    x = _tiles.load(ref.at[rows, cols], mask, 0)
+    halves = (x & 0xFFFF, x >> 16)
+    return tuple(jax.lax.bitcast_convert_type(v.astype(jnp.uint16), dtype).astype(jnp.float32)
+                 for v in halves)
+  gate = _tiles.load(ref.at[rows, 2 * cols], mask, 0)
+  up = _tiles.load(ref.at[rows, 2 * cols + 1], mask, 0)
+  return gate.astype(jnp.float32), up.astype(jnp.float32)
+
+
+def _store_pair(ref, rows, cols, mask, gate, up):
+  """Stores (gate, up) [BR, BI] (ref's element dtype, or 16-bit into a packed uint32 ref)."""
+  if ref.dtype == jnp.uint32:
+    lo, hi = (jax.lax.bitcast_convert_type(v, jnp.uint16).astype(jnp.uint32) for v in (gate, up))
+    _tiles.store(ref.at[rows, cols], lo | (hi << 16), mask)
+  else:
+    _tiles.store(ref.at[rows, 2 * cols], gate, mask)
+    _tiles.store(ref.at[rows, 2 * cols + 1], up, mask)
+
+
+def _bias_pair(bias_ref, expert, cols, row_mask):
+  """(gate, up) bias [1, BI] f32 of `expert` from the [E, 2BI] column block of the table."""
+  row = jnp.full((1, 1), expert, jnp.int32)
+  return _load_pair(bias_ref, row, cols, row_mask, bias_ref.dtype)
+
+
+def _kept_rows(fill_ref, row_in_tile, has_fill: bool):
+  """[BR, 1] bool: rows before their tile's fill, or None (every row)."""
+  if not has_fill:
+    return None
+  return (row_in_tile < fill_ref[0])[:, None]
+
+
+def _row_in_tile(block_rows: int, blocks_per_tile: int, rows_1d):
+  """[BR] row of each of the block's rows within its tile (outside pl.when: the
+  interpreter lowers no program_id inside a branch)."""
+  return (pl.program_id(0) % blocks_per_tile) * block_rows + rows_1d
+
+
+def _fwd_kernel(expert_ref, fill_ref, bias_ref, h_ref, out_ref, *, act, dtype, num_i: int,
+                block_rows: int, block_i: int, blocks_per_tile: int, has_fill: bool):
+  """One [BR, BI] block of the output. Refs: expert [1] and fill [1] of this block's
+  tile, bias [E, 2BI], h [BR, 2BI] (uint32 [BR, BI] packed pairs when `packs(dtype)`),
+  out [BR, BI]."""
+  rows, cols, mask, row_mask, rows_1d = _block(num_i, block_rows, block_i)
+  kept = _kept_rows(fill_ref, _row_in_tile(block_rows, blocks_per_tile, rows_1d), has_fill)
+  expert = expert_ref[0]
+
+  @pl.when(expert >= 0)
+  def _():
+    gate, up = _load_pair(h_ref, rows, cols, mask, dtype)
+    b_gate, b_up = _bias_pair(bias_ref, expert, cols, row_mask)
+    a = reference.glu_pair(gate + b_gate, up + b_up, **act)
+    if kept is not None:
+      a = jnp.where(kept, a, 0.0)
+    _tiles.store(out_ref.at[rows, cols], a.astype(out_ref.dtype), mask)
+
+  @pl.when(expert < 0)
+  def _():
+    _tiles.store(out_ref.at[rows, cols], jnp.zeros((block_rows, block_i), out_ref.dtype), mask)
+
+
+def _grad_kernel(expert_ref, fill_ref, bias_ref, h_ref, g_ref, dh_ref, gate_sum_ref,
+                 up_sum_ref, *, act, dtype, num_i: int, block_rows: int, block_i: int,
+                 blocks_per_tile: int, has_fill: bool):
+  """dh of one [BR, 2BI] block and its column sums. Refs as `_fwd_kernel`, plus g
+  [BR, BI]; outputs dh [BR, 2BI] (packed as h), gate_sum and up_sum [1, BI] (f32)."""
+  rows, cols, mask, row_mask, rows_1d = _block(num_i, block_rows, block_i)
+  first = jnp.zeros((1, 1), jnp.int32)
+  kept = _kept_rows(fill_ref, _row_in_tile(block_rows, blocks_per_tile, rows_1d), has_fill)
+  expert = expert_ref[0]
+
+  @pl.when(expert >= 0)
+  def _():
+    gate, up = _load_pair(h_ref, rows, cols, mask, dtype)
+    b_gate, b_up = _bias_pair(bias_ref, expert, cols, row_mask)
+    g = _tiles.load(g_ref.at[rows, cols], mask, 0).astype(jnp.float32)
+    if kept is not None:
+      g = jnp.where(kept, g, 0.0)
+    _, vjp = jax.vjp(lambda x, y: reference.glu_pair(x, y, **act), gate + b_gate, up + b_up)
+    d_gate, d_up = (d.astype(dtype) for d in vjp(g))
+    _store_pair(dh_ref, rows, cols, mask, d_gate, d_up)
+    for d, ref in ((d_gate, gate_sum_ref), (d_up, up_sum_ref)):
+      total = jnp.sum(d.astype(jnp.float32), axis=0, keepdims=True)  # [1, BI]
+      _tiles.store(ref.at[first, cols], total, row_mask)
+
+  @pl.when(expert < 0)
+  def _():
+    zeros = jnp.zeros((block_rows, block_i), dtype)
+    _store_pair(dh_ref, rows, cols, mask, zeros, zeros)
+    for ref in (gate_sum_ref, up_sum_ref):
+      _tiles.store(ref.at[first, cols], jnp.zeros((1, block_i), jnp.float32), row_mask)
+
+
+def _launch_args(h, bias, tile_expert, tile_fill, config: BlockConfig):
+  """Grid, the shared in_specs and operands, and the static kernel parameters."""
+  num_rows, two_i = h.shape
+  num_i = two_i // 2
+  (num_tiles,) = tile_expert.shape
+  br, bi = config.block_rows, config.block_h
+  blocks_per_tile = num_rows // num_tiles // br
+  has_fill = tile_fill is not None
+  fill = tile_fill if has_fill else jnp.zeros_like(tile_expert)
+  tile_of = lambda i, j: (i // blocks_per_tile,)  # noqa: E731
+  in_specs = [
+      pl.BlockSpec((1,), tile_of),  # expert of the block's tile
+      pl.BlockSpec((1,), tile_of),  # fill of the block's tile
+      pl.BlockSpec((bias.shape[0], 2 * bi), lambda i, j: (0, j)),  # every expert's bias
+      pl.BlockSpec((br, bi if packs(h.dtype) else 2 * bi), lambda i, j: (i, j)),  # h
+  ]
+  params = dict(dtype=h.dtype, num_i=num_i, block_rows=br, block_i=bi, blocks_per_tile=blocks_per_tile,
+                has_fill=has_fill)
+  grid = (num_rows // br, pl.cdiv(num_i, bi))
+  operands = [tile_expert, fill, bias, pack(h) if packs(h.dtype) else h]
+  return grid, in_specs, operands, params
+
+
+@functools.partial(jax.jit, static_argnames=("act", "config", "interpret"))
+def tile_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array,
+             tile_fill: jax.Array | None, *, act: tuple, config: BlockConfig,
+             interpret: bool) -> jax.Array:
+  """Builds and runs the GLU kernel; inputs are validated by the API.
+
+  Args:
+    h: [R, 2I]; bias: [E, 2I]; tile_expert: [num_tiles] int32; tile_fill: [num_tiles]
+      int32 or None. block_rows must divide the tile height R / num_tiles.
+    act: (("activation", name), ("alpha", a), ("limit", l)), hashable.
+    config: block_rows rows of a tile and block_h output columns per program.
+
+  Returns:
+    [R, I] of h.dtype.
+  """
+  grid, in_specs, operands, params = _launch_args(h, bias, tile_expert, tile_fill, config)
+  br, bi = config.block_rows, config.block_h
+  return pl.pallas_call(
+      functools.partial(_fwd_kernel, act=dict(act), **params),
+      out_shape=jax.ShapeDtypeStruct((h.shape[0], params["num_i"]), h.dtype),
+      grid=grid,
+      in_specs=in_specs,
+      out_specs=pl.BlockSpec((br, bi), lambda i, j: (i, j)),
+      compiler_params=_compat.triton_compiler_params(num_warps=config.num_warps,
+                                                     num_stages=config.num_stages),
+      interpret=interpret,
+      name=KERNEL_NAME,
+  )(*operands)
+
+
+@functools.partial(jax.jit, static_argnames=("act", "config", "interpret"))
+def tile_glu_grad(h: jax.Array, bias: jax.Array, g: jax.Array, tile_expert: jax.Array,
+                  tile_fill: jax.Array | None, *, act: tuple, config: BlockConfig,
+                  interpret: bool) -> tuple[jax.Array, jax.Array]:
+  """Builds and runs the GLU gradient kernel; inputs are validated by the API.
+
+  Returns:
+    (dh [R, 2I] of h.dtype, sums [num_tiles, 2I] float32), as `reference.tile_glu_grad`.
+  """
+  grid, in_specs, operands, params = _launch_args(h, bias, tile_expert, tile_fill, config)
+  br, bi = config.block_rows, config.block_h
+  num_blocks, num_i = grid[0], params["num_i"]
+  sum_shape = jax.ShapeDtypeStruct((num_blocks, num_i), jnp.float32)
+  sum_spec = pl.BlockSpec((1, bi), lambda i, j: (i, j))
+  packed = packs(h.dtype)
+  dh_shape = jax.ShapeDtypeStruct((h.shape[0], num_i) if packed else h.shape,
+                                  jnp.uint32 if packed else h.dtype)
+  dh, gate_sum, up_sum = pl.pallas_call(
+      functools.partial(_grad_kernel, act=dict(act), **params),
+      out_shape=(dh_shape, sum_shape, sum_shape),
+      grid=grid,
+      in_specs=in_specs + [pl.BlockSpec((br, bi), lambda i, j: (i, j))],
+      out_specs=(pl.BlockSpec((br, dh_shape.shape[1] // num_i * bi), lambda i, j: (i, j)),
+                 sum_spec, sum_spec),
+      compiler_params=_compat.triton_compiler_params(num_warps=config.num_warps,
+                                                     num_stages=config.num_stages),
+      interpret=interpret,
+      name=GRAD_KERNEL_NAME,
+  )(*operands, g)
+  dh = unpack(dh, h.dtype) if packed else dh
+  # [blocks, I] x 2 -> [blocks, 2I] interleaved -> per tile (a tile's blocks summed in order).
+  sums = jnp.stack([gate_sum, up_sum], axis=-1).reshape(num_blocks, 2 * num_i)
+  return dh, sums.reshape(tile_expert.shape[0], -1, 2 * num_i).sum(axis=1)
