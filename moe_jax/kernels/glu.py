@@ -7,12 +7,13 @@ h or g (XLA's fusion reads every row of the static layout, about a third of whic
 unused in the grouped binned layout). The gradient kernel also sums its dh columns
 over its rows, so the bias gradient needs no second pass over dh.
 
-16-bit h, g's cotangent dh likewise, travels as uint32 [R, I] (XLA bitcasts, no copy):
-each element packs one (gate, up) pair, gate in the low half, so that loads and stores
-are contiguous and vectorised and the pair is split with shifts in registers. Other
-dtypes, and the [E, 2I] bias table, load gate and up as two stride-2 column sets
-through int32 vector indices (the interpreter takes vector indexers, not strided
-slices); Triton cannot vectorise those (bench/NOTES.md, variant 19).
+A 16-bit h enters as uint32 [R, I] (an XLA bitcast, no copy), and the gradient's dh
+leaves the same way: each word holds one (gate, up) pair, gate in the low half, so
+loads and stores are contiguous and vectorised and the pair is split and joined with
+shifts in registers. Other dtypes, and the [E, 2I] bias table, load gate and up as two
+stride-2 column sets through int32 vector indices (the interpreter takes vector
+indexers, not strided slices); Triton cannot vectorise those (bench/NOTES.md,
+variant 19).
 """
 from __future__ import annotations
 
@@ -138,10 +139,11 @@ def _grad_kernel(expert_ref, fill_ref, bias_ref, h_ref, g_ref, dh_ref, gate_sum_
     gate, up = _load_pair(h_ref, rows, cols, mask, dtype)
     b_gate, b_up = _bias_pair(bias_ref, expert, cols, row_mask)
     g = _tiles.load(g_ref.at[rows, cols], mask, 0).astype(jnp.float32)
-    if kept is not None:
-      g = jnp.where(kept, g, 0.0)
     _, vjp = jax.vjp(lambda x, y: reference.glu_pair(x, y, **act), gate + b_gate, up + b_up)
-    d_gate, d_up = (d.astype(dtype) for d in vjp(g))
+    grads = vjp(g)
+    if kept is not None:  # 0 past the fill, whatever h and g hold there
+      grads = (jnp.where(kept, d, 0.0) for d in grads)
+    d_gate, d_up = (d.astype(dtype) for d in grads)
     _store_pair(dh_ref, rows, cols, mask, d_gate, d_up)
     for d, ref in ((d_gate, gate_sum_ref), (d_up, up_sum_ref)):
       total = jnp.sum(d.astype(jnp.float32), axis=0, keepdims=True)  # [1, BI]

@@ -2,7 +2,8 @@
 
 The gradient oracle is the GLU's derivative written out in NumPy (not autodiff), and
 the bias-gradient sums are checked against NumPy sums of the rounded dh. Unused tiles
-hold NaN in h and g: the outputs there must be exact zeros, as past each tile's fill.
+and the rows past each tile's fill hold NaN in h and g: the outputs there must be exact
+zeros.
 """
 import jax.numpy as jnp
 import numpy as np
@@ -59,6 +60,7 @@ def _case(tm, num_i, tile_expert, tile_fill, dtype, seed=0):
   keep = ~unused
   if tile_fill is not None:
     keep &= np.concatenate([np.arange(tm) < f for f in tile_fill])
+    h[~keep], g[~keep] = np.nan, np.nan  # rows past the fill too
     tile_fill = jnp.asarray(tile_fill, jnp.int32)
   return (jnp.asarray(h, dtype), jnp.asarray(bias), jnp.asarray(g, dtype),
           jnp.asarray(tile_expert), tile_fill, keep)
