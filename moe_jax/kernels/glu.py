@@ -173,8 +173,8 @@ def _launch_args(h, bias, tile_expert, tile_fill, config: BlockConfig):
       pl.BlockSpec((bias.shape[0], 2 * bi), lambda i, j: (0, j)),  # every expert's bias
       pl.BlockSpec((br, bi if packs(h.dtype) else 2 * bi), lambda i, j: (i, j)),  # h
   ]
-  params = dict(dtype=h.dtype, num_i=num_i, block_rows=br, block_i=bi, blocks_per_tile=blocks_per_tile,
-                has_fill=has_fill)
+  params = dict(dtype=h.dtype, num_i=num_i, block_rows=br, block_i=bi,
+                blocks_per_tile=blocks_per_tile, has_fill=has_fill)
   grid = (num_rows // br, pl.cdiv(num_i, bi))
   operands = [tile_expert, fill, bias, pack(h) if packs(h.dtype) else h]
   return grid, in_specs, operands, params

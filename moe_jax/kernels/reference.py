@@ -1,8 +1,10 @@
-"""Pure-jnp row primitives: what each op means, the "xla" implementation, the oracle.
+"""Pure-jnp kernels' ops: what each op means, the "xla" implementation, the oracle.
 
 Shapes: src [N, H]; gather index [R]; combine / slot_dots index [T, K]. An index < 0
 is an empty slot (it reads nothing and contributes exactly 0); an index >= N reads
-row N-1, as the kernels do (they clamp so that no address leaves the source).
+row N-1, as the kernels do (they clamp so that no address leaves the source). The
+grouped matmuls and the bias + GLU (`tile_glu`, `tile_glu_grad`) take the tile layout:
+rows in tiles of TM = R / num_tiles, each tile one group (expert) or none (< 0).
 """
 from __future__ import annotations
 
@@ -231,7 +233,8 @@ def tile_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array,
   """
   hb = biased(h, bias, tile_expert)  # [num_tiles, TM, 2I]
   a = glu_pair(hb[..., 0::2], hb[..., 1::2], activation=activation, alpha=alpha, limit=limit)
-  return jnp.where(_kept(tile_expert, tile_fill, hb.shape[1]), a, 0.0).astype(h.dtype).reshape(h.shape[0], -1)
+  a = jnp.where(_kept(tile_expert, tile_fill, hb.shape[1]), a, 0.0)
+  return a.astype(h.dtype).reshape(h.shape[0], -1)
 
 
 def tile_glu_grad(h: jax.Array, bias: jax.Array, g: jax.Array, tile_expert: jax.Array,
@@ -254,8 +257,10 @@ def tile_glu_grad(h: jax.Array, bias: jax.Array, g: jax.Array, tile_expert: jax.
   keep = _kept(tile_expert, tile_fill, tile_rows)
   g = jnp.where(keep, g, 0.0)
   # The VJP of the interleaved GLU: its backward writes dh interleaved, in one fusion.
-  glu = lambda x: glu_pair(x[..., 0::2], x[..., 1::2], activation=activation, alpha=alpha,  # noqa: E731
-                           limit=limit)
+  def glu(x):
+    return glu_pair(x[..., 0::2], x[..., 1::2], activation=activation, alpha=alpha,
+                    limit=limit)
+
   _, vjp = jax.vjp(glu, hb)
   (dh,) = vjp(g)
   dh = jnp.where(keep, dh, 0.0).astype(h.dtype)  # 0 even where h is not finite
