@@ -65,13 +65,21 @@ def _check(h, bias, tile_expert, tile_fill, activation, g=None) -> tuple[int, in
   return num_rows // num_tiles, two_i // 2
 
 
-def _config(config, tile_rows: int, num_i: int) -> BlockConfig:
+def _prepare(h, bias, tile_expert, tile_fill, g, activation, alpha, limit, implementation,
+             config, interpret) -> tuple[tuple, dict | None]:
+  """Validates the operands; returns the hashable activation parameters and, for
+  "pallas", the kernel's config and interpret flag (None for "xla")."""
+  impl = resolve_implementation(implementation)
+  tile_rows, num_i = _check(h, bias, tile_expert, tile_fill, activation, g)
+  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
+  if impl == "xla":
+    return act, None
   _check_config(config)
   config = config or default_glu_config(tile_rows, num_i)
   if tile_rows % config.block_rows:
     raise ValueError(f"config.block_rows must divide the tile height TM={tile_rows}, got "
                      f"block_rows={config.block_rows}")
-  return config
+  return act, dict(config=config, interpret=_interpret(interpret))
 
 
 def tile_glu(
@@ -112,14 +120,11 @@ def tile_glu(
     Array([[1.4621172],
            [0.       ]], dtype=float32)
   """
-  impl = resolve_implementation(implementation)
-  tile_rows, num_i = _check(h, bias, tile_expert, tile_fill, activation)
-  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
-  if impl == "xla":
+  act, pallas = _prepare(h, bias, tile_expert, tile_fill, None, activation, alpha, limit,
+                         implementation, config, interpret)
+  if pallas is None:
     return reference.tile_glu(h, bias, tile_expert, tile_fill, **dict(act))
-  return _glu.tile_glu(h, bias, tile_expert, tile_fill, act=act,
-                       config=_config(config, tile_rows, num_i),
-                       interpret=_interpret(interpret))
+  return _glu.tile_glu(h, bias, tile_expert, tile_fill, act=act, **pallas)
 
 
 def tile_glu_grad(
@@ -148,11 +153,8 @@ def tile_glu_grad(
     sums: [num_tiles, 2I] float32 column sums of each tile's dh as stored (rounded to
       h.dtype first): the bias gradient is their total over each expert's tiles.
   """
-  impl = resolve_implementation(implementation)
-  tile_rows, num_i = _check(h, bias, tile_expert, tile_fill, activation, g)
-  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
-  if impl == "xla":
+  act, pallas = _prepare(h, bias, tile_expert, tile_fill, g, activation, alpha, limit,
+                         implementation, config, interpret)
+  if pallas is None:
     return reference.tile_glu_grad(h, bias, g, tile_expert, tile_fill, **dict(act))
-  return _glu.tile_glu_grad(h, bias, g, tile_expert, tile_fill, act=act,
-                            config=_config(config, tile_rows, num_i),
-                            interpret=_interpret(interpret))
+  return _glu.tile_glu_grad(h, bias, g, tile_expert, tile_fill, act=act, **pallas)

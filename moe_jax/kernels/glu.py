@@ -82,23 +82,25 @@ def _store_pair(ref, rows, cols, mask, gate, up):
     _tiles.store(ref.at[rows, 2 * cols + 1], up, mask)
 
 
-def _bias_pair(bias_ref, expert, cols, row_mask):
-  """(gate, up) bias [1, BI] f32 of `expert` from the [E, 2BI] column block of the table."""
+def _biased_pair(h_ref, bias_ref, expert, rows, cols, mask, row_mask, dtype):
+  """(gate, up) [BR, BI] f32 of the h block plus `expert`'s bias from the [E, 2BI] table."""
+  gate, up = _load_pair(h_ref, rows, cols, mask, dtype)
   row = jnp.full((1, 1), expert, jnp.int32)
-  return _load_pair(bias_ref, row, cols, row_mask, bias_ref.dtype)
+  b_gate, b_up = _load_pair(bias_ref, row, cols, row_mask, bias_ref.dtype)
+  return gate + b_gate, up + b_up
 
 
-def _kept_rows(fill_ref, row_in_tile, has_fill: bool):
-  """[BR, 1] bool: rows before their tile's fill, or None (every row)."""
-  if not has_fill:
-    return None
-  return (row_in_tile < fill_ref[0])[:, None]
-
-
-def _row_in_tile(block_rows: int, blocks_per_tile: int, rows_1d):
-  """[BR] row of each of the block's rows within its tile (outside pl.when: the
-  interpreter lowers no program_id inside a branch)."""
-  return (pl.program_id(0) % blocks_per_tile) * block_rows + rows_1d
+def _setup(expert_ref, fill_ref, num_i: int, block_rows: int, block_i: int,
+           blocks_per_tile: int, has_fill: bool):
+  """`_block`'s indices and masks, the rows kept ([BR, 1] bool: before their tile's fill,
+  or None for every row) and the tile's expert. Runs outside `pl.when`: the
+  interpreter lowers no program_id inside a branch."""
+  rows, cols, mask, row_mask, rows_1d = _block(num_i, block_rows, block_i)
+  kept = None
+  if has_fill:
+    row_in_tile = (pl.program_id(0) % blocks_per_tile) * block_rows + rows_1d  # [BR]
+    kept = (row_in_tile < fill_ref[0])[:, None]
+  return rows, cols, mask, row_mask, kept, expert_ref[0]
 
 
 def _fwd_kernel(expert_ref, fill_ref, bias_ref, h_ref, out_ref, *, act, dtype, num_i: int,
@@ -106,15 +108,13 @@ def _fwd_kernel(expert_ref, fill_ref, bias_ref, h_ref, out_ref, *, act, dtype, n
   """One [BR, BI] block of the output. Refs: expert [1] and fill [1] of this block's
   tile, bias [E, 2BI], h [BR, 2BI] (uint32 [BR, BI] packed pairs when `packs(dtype)`),
   out [BR, BI]."""
-  rows, cols, mask, row_mask, rows_1d = _block(num_i, block_rows, block_i)
-  kept = _kept_rows(fill_ref, _row_in_tile(block_rows, blocks_per_tile, rows_1d), has_fill)
-  expert = expert_ref[0]
+  rows, cols, mask, row_mask, kept, expert = _setup(expert_ref, fill_ref, num_i, block_rows,
+                                                    block_i, blocks_per_tile, has_fill)
 
   @pl.when(expert >= 0)
   def _():
-    gate, up = _load_pair(h_ref, rows, cols, mask, dtype)
-    b_gate, b_up = _bias_pair(bias_ref, expert, cols, row_mask)
-    a = reference.glu_pair(gate + b_gate, up + b_up, **act)
+    gate, up = _biased_pair(h_ref, bias_ref, expert, rows, cols, mask, row_mask, dtype)
+    a = reference.glu_pair(gate, up, **act)
     if kept is not None:
       a = jnp.where(kept, a, 0.0)
     _tiles.store(out_ref.at[rows, cols], a.astype(out_ref.dtype), mask)
@@ -129,17 +129,15 @@ def _grad_kernel(expert_ref, fill_ref, bias_ref, h_ref, g_ref, dh_ref, gate_sum_
                  blocks_per_tile: int, has_fill: bool):
   """dh of one [BR, 2BI] block and its column sums. Refs as `_fwd_kernel`, plus g
   [BR, BI]; outputs dh [BR, 2BI] (packed as h), gate_sum and up_sum [1, BI] (f32)."""
-  rows, cols, mask, row_mask, rows_1d = _block(num_i, block_rows, block_i)
+  rows, cols, mask, row_mask, kept, expert = _setup(expert_ref, fill_ref, num_i, block_rows,
+                                                    block_i, blocks_per_tile, has_fill)
   first = jnp.zeros((1, 1), jnp.int32)
-  kept = _kept_rows(fill_ref, _row_in_tile(block_rows, blocks_per_tile, rows_1d), has_fill)
-  expert = expert_ref[0]
 
   @pl.when(expert >= 0)
   def _():
-    gate, up = _load_pair(h_ref, rows, cols, mask, dtype)
-    b_gate, b_up = _bias_pair(bias_ref, expert, cols, row_mask)
+    gate, up = _biased_pair(h_ref, bias_ref, expert, rows, cols, mask, row_mask, dtype)
     g = _tiles.load(g_ref.at[rows, cols], mask, 0).astype(jnp.float32)
-    _, vjp = jax.vjp(lambda x, y: reference.glu_pair(x, y, **act), gate + b_gate, up + b_up)
+    _, vjp = jax.vjp(lambda x, y: reference.glu_pair(x, y, **act), gate, up)
     grads = vjp(g)
     if kept is not None:  # 0 past the fill, whatever h and g hold there
       grads = (jnp.where(kept, d, 0.0) for d in grads)
