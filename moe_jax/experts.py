@@ -11,7 +11,8 @@ pass over the [R, H] output.
 
 Binned experts are two batched einsums over the padded [E, C, H]. Dropless experts
 are two grouped matmuls (`kernels.gmm`, with a custom VJP over `gmm`/`tgmm`) over the
-grouped tile layout of `moe_jax.dispatch`, which binned mode may use too.
+grouped tile layout of `moe_jax.dispatch`, which binned mode may use too; the first
+and the bias + GLU run as one op (`grouped_glu`) when nothing differentiates them.
 """
 from __future__ import annotations
 
@@ -222,6 +223,48 @@ def add_tile_bias(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) 
   return _add_tile_bias(h, bias, tile_expert)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _grouped_glu(x, w, bias, tile_expert, tile_fill, precision, act, implementation):
+  return kernels.gmm_glu(x, w, bias, tile_expert, tile_fill, precision=precision,
+                         implementation=implementation, **dict(act))
+
+
+def _grouped_glu_fwd(x, w, bias, tile_expert, tile_fill, precision, act, implementation):
+  # Differentiated, the two ops run apart: the backward needs h, which the fused
+  # kernel never writes.
+  h, lin_res = _grouped_linear_fwd(x, w, tile_expert, tile_fill, precision, implementation)
+  a, glu_res = _bias_glu_fwd(h, bias, tile_expert, tile_fill, act, implementation)
+  return a, (lin_res, glu_res)
+
+
+def _grouped_glu_bwd(precision, act, implementation, res, g):
+  lin_res, glu_res = res
+  g_h, d_bias, _, _ = _bias_glu_bwd(act, implementation, glu_res, g)
+  dx, dw, _, _ = _grouped_linear_bwd(precision, implementation, lin_res, g_h)
+  return dx, dw, d_bias, None, None
+
+
+_grouped_glu.defvjp(_grouped_glu_fwd, _grouped_glu_bwd)
+
+
+def grouped_glu(x: jax.Array, w: jax.Array, bias: jax.Array, tile_expert: jax.Array, *,
+                activation: str, alpha: float = 1.702, limit: float = 7.0,
+                tile_fill: jax.Array | None = None,
+                precision: jax.lax.Precision | None = None,
+                implementation: str | None = None) -> jax.Array:
+  """`bias_glu(grouped_linear(x, w), bias)` over the tile layout: [R, K] -> [R, I].
+
+  Called without differentiation it is one op (`kernels.gmm_glu`: on a Hopper GPU one
+  kernel, the [R, 2I] products kept on chip); differentiated, its forward runs the two
+  ops and saves h for the backward, which is theirs. Same values either way.
+  """
+  _check_tile_bias("grouped_glu", jax.ShapeDtypeStruct((x.shape[0], w.shape[-1]), x.dtype),
+                   bias, tile_expert)
+  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
+  return _grouped_glu(x, w.astype(x.dtype), bias, tile_expert, tile_fill, precision, act,
+                      implementation)
+
+
 def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.Array,
                      gate_up_proj_bias: jax.Array, down_proj: jax.Array,
                      down_proj_bias: jax.Array | None, *, tile_fill: jax.Array | None = None,
@@ -247,11 +290,9 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
     [R, H] in rows' dtype, down bias included when given (also on empty rows of
     used tiles, which nothing reads).
   """
-  dtype = rows.dtype
   lin = dict(tile_fill=tile_fill, precision=precision, implementation=implementation)
-  h = grouped_linear(rows, gate_up_proj, tile_expert, **lin)  # [R, 2I]
-  a = bias_glu(h, gate_up_proj_bias, tile_expert, activation=activation, alpha=alpha,
-               limit=limit, tile_fill=tile_fill, implementation=implementation)  # [R, I]
+  a = grouped_glu(rows, gate_up_proj, gate_up_proj_bias, tile_expert, activation=activation,
+                  alpha=alpha, limit=limit, **lin)  # [R, I]
   out = grouped_linear(a, down_proj, tile_expert, **lin)  # [R, H]
   if down_proj_bias is None:
     return out

@@ -18,6 +18,9 @@
   + GLU over the tile layout (0 on unused tiles and past `tile_fill`), and
   `tile_glu_grad` its VJP with per-tile column sums for the bias gradient
   (`api_glu.py`, kernels in `glu.py`).
+- `gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM]) -> [R,I]`: `gmm`
+  then `tile_glu` in one op; on a Hopper GPU one Mosaic GPU kernel with the GLU in
+  its epilogue, so the [R, 2I] products never reach HBM.
 
 An index < 0 marks an empty slot (reads nothing, contributes exactly 0).
 
@@ -67,7 +70,7 @@ from moe_jax.kernels.api import (
     slot_dots,
     tgmm,
 )
-from moe_jax.kernels.api_glu import default_glu_config, tile_glu, tile_glu_grad
+from moe_jax.kernels.api_glu import default_glu_config, gmm_glu, tile_glu, tile_glu_grad
 from moe_jax.kernels.block_config import BlockConfig, MatmulConfig, default_config
 
 __all__ = [
@@ -81,6 +84,7 @@ __all__ = [
     "default_matmul_config",
     "gather_rows",
     "gmm",
+    "gmm_glu",
     "resolve_implementation",
     "scatter_rows",
     "slot_dots",

@@ -3,6 +3,9 @@
 `tile_glu(h [R,2I], bias [E,2I], tile_expert [R/TM]) -> [R,I]` and its gradient
 `tile_glu_grad(h, bias, g [R,I], tile_expert) -> (dh [R,2I], sums [R/TM,2I])`;
 "xla" is `reference.tile_glu(_grad)`, "pallas" the kernels of `glu.py`.
+`gmm_glu(x [R,K], w [E,K,2I], bias, tile_expert) -> [R,I]` is `gmm` then `tile_glu` in
+one op: on a Hopper GPU one Mosaic GPU kernel whose epilogue runs the GLU
+(`grouped_matmul_mgpu.gmm_glu`), so h never reaches HBM; elsewhere the two ops.
 `implementation` and `interpret` behave as in `api`.
 """
 from __future__ import annotations
@@ -11,10 +14,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from moe_jax import _compat
 from moe_jax.kernels import glu as _glu
+from moe_jax.kernels import grouped_matmul_mgpu as _grouped_matmul_mgpu
 from moe_jax.kernels import reference
-from moe_jax.kernels.api import Implementation, _check_config, _interpret, resolve_implementation
-from moe_jax.kernels.block_config import BlockConfig, next_power_of_two
+from moe_jax.kernels.api import (
+    Implementation,
+    _check_config,
+    _check_matmul_options,
+    _check_mosaic,
+    _check_tiles,
+    _interpret,
+    default_matmul_config,
+    gmm,
+    resolve_implementation,
+)
+from moe_jax.kernels.block_config import BlockConfig, MatmulConfig, next_power_of_two
 
 # A [block_rows, block_h] block holds gate, up, g and their gradients in f32. On an
 # H200, [32, 64] with 4 warps ran the gpt-oss-20b layout's forward and gradient
@@ -158,3 +173,70 @@ def tile_glu_grad(
   if pallas is None:
     return reference.tile_glu_grad(h, bias, g, tile_expert, tile_fill, **dict(act))
   return _glu.tile_glu_grad(h, bias, g, tile_expert, tile_fill, act=act, **pallas)
+
+
+def gmm_glu(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    bias: jax.Array,
+    tile_group: jax.Array,
+    tile_fill: jax.Array | None = None,
+    *,
+    activation: str,
+    alpha: float = 1.702,
+    limit: float = 7.0,
+    precision: jax.lax.Precision | None = None,
+    implementation: Implementation | None = None,
+    config: MatmulConfig | None = None,
+    glu_config: BlockConfig | None = None,
+    interpret: bool | None = None,
+) -> jax.Array:
+  """The experts' up-projection and its bias + GLU: `tile_glu(gmm(lhs, rhs), bias)`.
+
+  The products are rounded to lhs's dtype before the bias is added in float32, as
+  the two ops in a row do; on a Hopper GPU the Mosaic GPU kernel keeps them on chip
+  and gives the same bits as the two ops (bench/NOTES.md, variant 20).
+
+  Args:
+    lhs: [R, K] floating rows in tiles of TM = R / num_tiles rows.
+    rhs: [E, K, 2I] floating, gate in even columns and up in odd ones.
+    bias: [E, 2I] floating.
+    tile_group: [num_tiles] int32 expert of each tile, < 0 for an unused tile; tiles
+      sorted by expert, unused ones last (as for `gmm`).
+    tile_fill: optional [num_tiles] int32 rows of each tile that hold data.
+    activation, alpha, limit: as for `tile_glu`.
+    precision: as for `gmm`.
+    implementation: "xla", "pallas", or None for the best on this backend.
+    config: the matmul's tiles (`default_matmul_config` when None); backend "mosaic"
+      runs the fused kernel, "triton" runs `gmm` then the `tile_glu` kernel.
+    glu_config: the `tile_glu` kernel's blocks where it runs (Triton matmul).
+    interpret: Pallas only, as for `gmm`.
+
+  Returns:
+    [R, I] of lhs.dtype; exactly 0 on unused tiles and on rows past their tile's fill.
+  """
+  impl = resolve_implementation(implementation)
+  tile_rows = _check_tiles(lhs, tile_group)
+  if (np.ndim(rhs) != 3 or np.shape(rhs)[1] != lhs.shape[1] or np.shape(rhs)[2] % 2
+      or not jnp.issubdtype(rhs.dtype, jnp.floating)):
+    raise ValueError(f"rhs must be a floating [E, K={lhs.shape[1]}, 2I] array (K: lhs's "
+                     f"columns; 2I even), got shape {np.shape(rhs)} and dtype {rhs.dtype}")
+  _check_matmul_options(config, lhs, None)
+  h = jax.ShapeDtypeStruct((lhs.shape[0], rhs.shape[2]), lhs.dtype)
+  act, pallas = _prepare(h, bias, tile_group, tile_fill, None, activation, alpha, limit,
+                         impl, glu_config, interpret)
+  if pallas is None:
+    return reference.gmm_glu(lhs, rhs, bias, tile_group, tile_fill, precision=precision,
+                             **dict(act))
+  interpret = pallas["interpret"]
+  config = config or default_matmul_config(
+      tile_rows, lhs.shape[1], rhs.shape[2], lhs.dtype,
+      tiles_per_expert=tile_group.shape[0] // rhs.shape[0], interpret=interpret)
+  if config.backend == "mosaic":
+    _check_mosaic(config, lhs, rhs.shape[2], tile_rows, interpret)
+    return _grouped_matmul_mgpu.gmm_glu(lhs, rhs.astype(lhs.dtype), bias, tile_group,
+                                        tile_fill, act=act, config=config,
+                                        num_sms=_compat.num_sms())
+  rows = gmm(lhs, rhs, tile_group, precision=precision, implementation="pallas",
+             config=config, interpret=interpret)
+  return _glu.tile_glu(rows, bias, tile_group, tile_fill, act=act, **pallas)

@@ -23,6 +23,13 @@ slot one step late (`BlockSpec.delay_release`); the accumulator's read at the en
 for all of them. (Meant to keep the tensor cores fed between steps, it measured no
 faster than 0 on an H200: bench/NOTES.md, variant 13.)
 
+`gmm_glu` is the gmm (not transposed) with the experts' bias + GLU in its epilogue:
+[R, K] x [E, K, 2I] -> [R, I]. Each 64 columns of a warpgroup's accumulator, rounded to
+the operand dtype, are split into their 32 gate and 32 up columns by two wgmmas with
+0/1 matrices kept in shared memory (the lowering has no strided slice of a register
+array); the bias is added in f32, the GLU applied, rows past the tile's fill zeroed,
+and [rows, 32] blocks stored. The same bits as `gmm` then `glu.tile_glu`.
+
 Mosaic GPU has no interpreter on CPU: these kernels run on a Hopper GPU only and their
 values are tested there (`pytest -m gpu`); CI checks that they trace and lower.
 """
@@ -40,12 +47,15 @@ from moe_jax.kernels.block_config import MatmulConfig
 from moe_jax.kernels.grouped_matmul import tile_and_column
 
 GMM_NAME = "moe_gmm_mgpu"
+GMM_GLU_NAME = "moe_gmm_glu_mgpu"
 TGMM_NAME = "moe_tgmm_mgpu"
 # Registers kept by the TMA warpgroup; the compute warpgroups get the rest.
 _MEMORY_REGISTERS = 40
 # Columns of one epilogue store (a [rows, 64] bf16 block is one 128-byte swizzle row).
 _EPILOGUE_N = 64
 _SWIZZLE_ELEMS = 64  # 128-byte swizzle in 16-bit elements
+# Output columns of one GLU epilogue step (from 2 * _GLU_N columns of h).
+_GLU_N = 32
 # Shared memory a CTA may use on an H100 (227 KB), less room for the barriers.
 _SMEM_BYTES = 232448 - 2048
 
@@ -109,16 +119,62 @@ def _store(plgpu, staging, out_ref, width: int, epi_n: int, value_of) -> None:
     plgpu.copy_smem_to_gmem(staging.at[slot], out_ref.at[:, cs])
 
 
-def _accumulate_then_store(plgpu, shape: tuple[int, int], out_dtype, store):
+def _accumulate_then_store(plgpu, shape: tuple[int, int], out_dtype, store, epilogue=None):
   """The compute warpgroups' context of a pipeline: a zeroed f32 accumulator of
-  `shape` for the pipeline to run into, then its value stored in out_dtype."""
+  `shape` for the pipeline to run into, then its value in out_dtype stored, or
+  `epilogue(value, columns)` for each output column slice when given."""
   def context(run):
     @functools.partial(pl.run_scoped, acc=plgpu.ACC(shape, jnp.float32))
     def _(acc):
       run(acc)
       value = acc[...].astype(out_dtype)
-      store(lambda cs: value[:, cs])
+      if epilogue is None:
+        store(lambda cs: value[:, cs])
+      else:
+        store(lambda cs: epilogue(value, cs))
   return context
+
+
+def _write_pickers(plgpu, pick_smem) -> None:
+  """pick_smem [2, 2G, G] (G = _GLU_N) <- the 0/1 matrices P with h[:, 2G] @ P[0] =
+  h's even columns (gate) and h[:, 2G] @ P[1] its odd ones (up).
+
+  Mosaic GPU's Pallas lowering has no strided slice or reshape of a register array,
+  so the GLU epilogue splits the interleaved pairs with one small wgmma each: exact,
+  since every output is one bf16 value times 1 summed with zeros in f32.
+  """
+  shape = (2 * _GLU_N, _GLU_N)
+  rows = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=plgpu.Layout.WGMMA)
+  cols = plgpu.broadcasted_iota(jnp.int32, shape, 1, layout=plgpu.Layout.WGMMA)
+  for parity in (0, 1):
+    pick_smem[parity] = jnp.where(rows == 2 * cols + parity, 1.0, 0.0).astype(pick_smem.dtype)
+  plgpu.commit_smem()
+
+
+def _glu_block(plgpu, pick_smem, bias, fill, act: dict, h, cs: slice):
+  """The bias + GLU of output columns `cs` of one warpgroup's block: [rows, G] f32.
+
+  h: [rows, 2 * width] of the block's gate/up products, rounded to the matmul's
+  dtype (as the unfused path stores them); bias: the block's (gate, up) [width] f32
+  refs in GMEM; fill: rows of the block that hold data (the rest come out 0).
+  """
+  rows = h.shape[0]
+  shape = (rows, cs.stop - cs.start)
+  hc = h[:, 2 * cs.start:2 * cs.stop]
+
+  def pick(gate_acc, up_acc):
+    plgpu.wgmma(gate_acc, hc, pick_smem.at[0])
+    plgpu.wgmma(up_acc, hc, pick_smem.at[1])
+    return gate_acc[...], up_acc[...]
+
+  pair = pl.run_scoped(pick, plgpu.ACC(shape, jnp.float32), plgpu.ACC(shape, jnp.float32))
+  gate, up = (v + jax.lax.broadcast_in_dim(
+      plgpu.load(b.at[cs], (), layout=plgpu.Layout.WGMMA.reduce(0), optimized=False),
+      shape, [1])
+              for v, b in zip(pair, bias))
+  a = reference.glu_pair(gate, up, **act)
+  row = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=plgpu.Layout.WGMMA)
+  return jnp.where(row < fill, a, 0.0).astype(h.dtype)
 
 
 def _launch(plgpu, body, out_shape: tuple[int, ...], out_dtype, num_sms: int):
@@ -135,14 +191,22 @@ def _launch(plgpu, body, out_shape: tuple[int, ...], out_dtype, num_sms: int):
   )
 
 
-def _kernel(group_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_tiles: int, num_cols: int,
+def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int,
             tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
-            row_band: int, transpose_rhs: bool, epi_n: int, in_flight: int):
+            row_band: int, transpose_rhs: bool, epi_n: int, in_flight: int,
+            glu: tuple | None = None):
+  """refs: out [R, N]; or, with `glu` (the activation's hashable items), fill [num_tiles],
+  bias_gate [E, NO], bias_up [E, NO] (f32, NO >= num_cols * BN / 2) and out [R, N / 2]."""
   plgpu = _compat.mosaic_gpu()
+  *glu_refs, out_gmem = refs
   split_rows = _split_rows(block_n)
   wg_m = tile_rows // 2 if split_rows else tile_rows
   wg_n = block_n if split_rows else block_n // 2
   out_dtype = out_gmem.dtype
+  if glu is not None:  # the output holds half the columns; stores go _GLU_N at a time
+    wg_out, block_out, epi_n = wg_n // 2, block_n // 2, _GLU_N
+  else:
+    wg_out, block_out = wg_n, block_n
   tf = _transforms(plgpu, lhs_gmem.dtype, block_k)
   a_spec = plgpu.BlockSpec((tile_rows, block_k), lambda kk: (0, kk), transforms=tf,
                            delay_release=in_flight)
@@ -165,28 +229,41 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_tiles: int, num_col
   position = functools.partial(tile_and_column, num_tiles=num_tiles, num_cols=num_cols,
                                row_band=row_band)
 
-  @functools.partial(
-      pl.run_scoped,
-      allocs=pipeline(ignore, ignore).get_allocations(lhs_gmem, b_shape_ref),
-      out_smem=plgpu.SMEM((2, 2, wg_m, epi_n), out_dtype,
-                        transforms=_transforms(plgpu, out_dtype, epi_n)),
-      collective_axes="wg",
-  )
-  def _scope(allocs, out_smem):
+  scratch = dict(allocs=pipeline(ignore, ignore).get_allocations(lhs_gmem, b_shape_ref),
+                 out_smem=plgpu.SMEM((2, 2, wg_m, epi_n), out_dtype,
+                                     transforms=_transforms(plgpu, out_dtype, epi_n)))
+  if glu is not None:  # each compute warpgroup's two column pickers (`_write_pickers`)
+    scratch["pick_smem"] = plgpu.SMEM((2, 2, 2 * _GLU_N, _GLU_N), lhs_gmem.dtype,
+                                      transforms=_transforms(plgpu, lhs_gmem.dtype, _GLU_N))
+
+  @functools.partial(pl.run_scoped, **scratch, collective_axes="wg")
+  def _scope(allocs, out_smem, pick_smem=None):
     wg = jax.lax.axis_index("wg")
     wg_rows = pl.ds(wg * wg_m, wg_m) if split_rows else slice(None)
     wg_cols = slice(None) if split_rows else pl.ds(wg * wg_n, wg_n)
+    wg_out_cols = slice(None) if split_rows else pl.ds(wg * wg_out, wg_out)
+    if glu is not None:
+      pl.when(wg < 2)(lambda: _write_pickers(plgpu, pick_smem.at[wg]))
 
     @plgpu.nd_loop((num_tiles * num_cols,), collective_axes="sm")
     def _loop(info):
       (pid,) = info.index
       t, j = position(pid)
       group = group_gmem[t]
-      out_tile = out_gmem.at[pl.ds(t * tile_rows, tile_rows), pl.ds(j * block_n, block_n)]
-      out_tile = out_tile.at[wg_rows, wg_cols]
+      out_tile = out_gmem.at[pl.ds(t * tile_rows, tile_rows), pl.ds(j * block_out, block_out)]
+      out_tile = out_tile.at[wg_rows, wg_out_cols]
 
-      store = functools.partial(_store, plgpu, out_smem.at[wg], out_tile, wg_n, epi_n)
-      context = _accumulate_then_store(plgpu, (wg_m, wg_n), out_dtype, store)
+      store = functools.partial(_store, plgpu, out_smem.at[wg], out_tile, wg_out, epi_n)
+      if glu is None:
+        context = _accumulate_then_store(plgpu, (wg_m, wg_n), out_dtype, store)
+      else:
+        fill_gmem, gate_gmem, up_gmem = glu_refs
+        row0 = wg * wg_m if split_rows else 0
+        out0 = j * block_out + (0 if split_rows else wg * wg_out)
+        bias = tuple(b.at[jnp.maximum(group, 0), pl.ds(out0, wg_out)] for b in (gate_gmem, up_gmem))
+        epilogue = functools.partial(
+            _glu_block, plgpu, pick_smem.at[wg], bias, fill_gmem[t] - row0, dict(glu))
+        context = _accumulate_then_store(plgpu, (wg_m, wg_n), lhs_gmem.dtype, store, epilogue)
 
       def mma(_, a_smem, b_smem, acc):
         if transpose_rhs:
@@ -212,6 +289,25 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, out_gmem, *, num_tiles: int, num_col
   plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
 
+def _gmm_params(name: str, lhs: jax.Array, tile_group: jax.Array, n: int,
+                config: MatmulConfig, *, transpose_rhs: bool) -> dict:
+  """The static parameters of `_kernel` but its epilogue's (`epi_n`, `glu`), after
+  `supports`' checks (errors name `name`)."""
+  num_rows, k = lhs.shape
+  (num_tiles,) = tile_group.shape
+  tile_rows = num_rows // num_tiles
+  why = supports(lhs.dtype, k, n, tile_rows, config)
+  if why is not None:
+    raise ValueError(f"the Mosaic GPU {name} {why}")
+  k_steps = pl.cdiv(k, config.block_k)
+  stages = min(config.num_stages, k_steps)
+  return dict(
+      num_tiles=num_tiles, num_cols=pl.cdiv(n, config.block_n), tile_rows=tile_rows,
+      block_n=config.block_n, block_k=config.block_k, k_steps=k_steps, stages=stages,
+      in_flight=min(config.mma_in_flight, stages - 1),
+      row_band=min(config.row_band or num_tiles, num_tiles), transpose_rhs=transpose_rhs)
+
+
 @functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms"))
 def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs: bool,
         out_dtype, config: MatmulConfig, num_sms: int) -> jax.Array:
@@ -231,29 +327,55 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
     [R, N] of out_dtype.
   """
   plgpu = _compat.mosaic_gpu()
-  num_rows, k = lhs.shape
-  (num_tiles,) = tile_group.shape
-  tile_rows = num_rows // num_tiles
   n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
-  why = supports(lhs.dtype, k, n, tile_rows, config)
-  if why is not None:
-    raise ValueError(f"the Mosaic GPU gmm {why}")
-  num_cols = pl.cdiv(n, config.block_n)
-  k_steps = pl.cdiv(k, config.block_k)
-  stages = min(config.num_stages, k_steps)
-  params = dict(
-      num_tiles=num_tiles, num_cols=num_cols, tile_rows=tile_rows, block_n=config.block_n,
-      block_k=config.block_k, k_steps=k_steps, stages=stages,
-      in_flight=min(config.mma_in_flight, stages - 1),
-      row_band=min(config.row_band or num_tiles, num_tiles), transpose_rhs=transpose_rhs,
-      epi_n=epilogue_n(
-          config.num_stages * (tile_rows + config.block_n) * config.block_k * lhs.dtype.itemsize,
-          tile_rows // 2 if _split_rows(config.block_n) else tile_rows,
-          jnp.dtype(out_dtype).itemsize))
+  params = _gmm_params("gmm", lhs, tile_group, n, config, transpose_rhs=transpose_rhs)
+  params["epi_n"] = epilogue_n(
+      config.num_stages * (params["tile_rows"] + config.block_n) * config.block_k
+      * lhs.dtype.itemsize,
+      params["tile_rows"] // 2 if _split_rows(config.block_n) else params["tile_rows"],
+      jnp.dtype(out_dtype).itemsize)
+  num_rows = lhs.shape[0]
 
   def moe_gmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_NAME)
     _kernel(*refs, **params)
   return _launch(plgpu, moe_gmm_mgpu, (num_rows, n), out_dtype, num_sms)(tile_group, lhs, rhs)
+
+
+@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms"))
+def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Array,
+            tile_fill: jax.Array | None, *, act: tuple, config: MatmulConfig,
+            num_sms: int) -> jax.Array:
+  """The gmm with the bias + GLU in its epilogue; inputs are validated by the API.
+
+  Args:
+    lhs: [R, K] bf16/f16, R = num_tiles * 128.
+    rhs: [E, K, 2I] of lhs's dtype, gate and up columns interleaved.
+    bias: [E, 2I], added in f32.
+    tile_group: [num_tiles] int32 group of each tile, < 0 for none (output 0).
+    tile_fill: [num_tiles] int32 rows of each tile that hold data (rows past it come
+      out 0), or None for all.
+    act: the activation's items (`reference.glu_pair`'s keywords).
+    config, num_sms: as for `gmm`.
+
+  Returns:
+    [R, I] of lhs's dtype: `tile_glu(gmm(lhs, rhs) in lhs's dtype, bias)`, without the
+    [R, 2I] products leaving the chip.
+  """
+  plgpu = _compat.mosaic_gpu()
+  num_rows, n = lhs.shape[0], rhs.shape[2]
+  params = _gmm_params("gmm_glu", lhs, tile_group, n, config, transpose_rhs=False)
+  num_tiles, tile_rows = tile_group.shape[0], params["tile_rows"]
+  # The epilogue reads each block's bias columns without a bound check: pad to the grid.
+  padded = params["num_cols"] * config.block_n - n
+  b = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, padded)))
+  fill = (jnp.full((num_tiles,), tile_rows, jnp.int32) if tile_fill is None
+          else tile_fill.astype(jnp.int32))
+  params.update(epi_n=_GLU_N, glu=act)
+
+  def moe_gmm_glu_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_GLU_NAME)
+    _kernel(*refs, **params)
+  return _launch(plgpu, moe_gmm_glu_mgpu, (num_rows, n // 2), lhs.dtype, num_sms)(
+      tile_group, lhs, rhs, fill, b[:, 0::2], b[:, 1::2])
 
 
 # Rows of the group per tgmm pipeline step (the reduction dimension of its wgmma).

@@ -3,8 +3,9 @@
 Shapes: src [N, H]; gather index [R]; combine / slot_dots index [T, K]. An index < 0
 is an empty slot (it reads nothing and contributes exactly 0); an index >= N reads
 row N-1, as the kernels do (they clamp so that no address leaves the source). The
-grouped matmuls and the bias + GLU (`tile_glu`, `tile_glu_grad`) take the tile layout:
-rows in tiles of TM = R / num_tiles, each tile one group (expert) or none (< 0).
+grouped matmuls, the bias + GLU (`tile_glu`, `tile_glu_grad`) and `gmm_glu` (the
+up-projection and its GLU in one) take the tile layout: rows in tiles of
+TM = R / num_tiles, each tile one group (expert) or none (< 0).
 """
 from __future__ import annotations
 
@@ -235,6 +236,17 @@ def tile_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array,
   a = glu_pair(hb[..., 0::2], hb[..., 1::2], activation=activation, alpha=alpha, limit=limit)
   a = jnp.where(_kept(tile_expert, tile_fill, hb.shape[1]), a, 0.0)
   return a.astype(h.dtype).reshape(h.shape[0], -1)
+
+
+def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Array,
+            tile_fill: jax.Array | None = None, *, activation: str, alpha: float = 1.702,
+            limit: float = 7.0, precision=None) -> jax.Array:
+  """`tile_glu(gmm(lhs, rhs, tile_group), bias, ...)`: the grouped up-projection and its
+  bias + GLU, [R, K] x [E, K, 2I] -> [R, I] of lhs's dtype. The products are rounded to
+  lhs's dtype before the bias, as a stored h would be."""
+  h = gmm(lhs, rhs, tile_group, precision=precision)
+  return tile_glu(h, bias, tile_group, tile_fill, activation=activation, alpha=alpha,
+                  limit=limit)
 
 
 def tile_glu_grad(h: jax.Array, bias: jax.Array, g: jax.Array, tile_expert: jax.Array,

@@ -1,4 +1,4 @@
-"""bias_glu and add_tile_bias: values and custom VJPs against float64 NumPy.
+"""bias_glu, grouped_glu and add_tile_bias: values and custom VJPs against float64 NumPy.
 
 bias_glu runs its "xla" implementation here; the Pallas kernels behind "pallas" are
 checked against the same float64 oracle in `tests/kernels/test_glu.py`.
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from moe_jax.experts import add_tile_bias, bias_glu
+from moe_jax.experts import add_tile_bias, bias_glu, grouped_glu
 from tests.core.reference import glu_np
 
 E, TM, I = 3, 4, 5
@@ -71,6 +71,33 @@ def test_bias_glu_value_and_vjp(binned, activation):
   assert got.shape == lead + (I,) and got.dtype == jnp.float32
   np.testing.assert_allclose(got, f64(h, bias), rtol=1e-5, atol=1e-5)
   _fd_check(f64, f, (h, bias), cot)
+
+
+@pytest.mark.parametrize("activation", ["gpt_oss_glu", "swiglu"])
+def test_grouped_glu_value_and_vjp(activation):
+  """The op that runs fused when not differentiated: its value, and the VJP of its
+  two-op forward, with respect to x, w and the bias."""
+  tile_expert = np.array([0, 0, 1, 2, -1], np.int32)  # sorted by expert, as "xla" needs
+  rng = np.random.default_rng(2)
+  tm, k = 16, 3  # the grouped matmuls take tiles of >= 16 rows
+  x = rng.standard_normal((tile_expert.size * tm, k))
+  w = 1.5 * rng.standard_normal((E, k, 2 * I))
+  bias = rng.standard_normal((E, 2 * I))
+  cot = rng.standard_normal((tile_expert.size * tm, I))
+  te = jnp.asarray(tile_expert)
+  rows = np.repeat(tile_expert, tm)
+  used = (rows >= 0)[:, None]
+
+  def f64(x, w, bias):
+    h = np.einsum("rk,rkf->rf", x, w[np.maximum(rows, 0)])
+    return used * glu_np(h + _row_bias64(bias, tile_expert, tm), activation)
+
+  def f(x, w, bias):
+    return grouped_glu(x, w, bias, te, activation=activation, implementation="xla")
+
+  got = jax.jit(f)(*(jnp.asarray(a, jnp.float32) for a in (x, w, bias)))
+  np.testing.assert_allclose(got, f64(x, w, bias), rtol=1e-5, atol=1e-5)
+  _fd_check(f64, f, (x, w, bias), cot)
 
 
 @pytest.mark.parametrize("binned", [False, True], ids=["tiles", "binned"])
