@@ -22,6 +22,8 @@ What lives here, and why:
 - `mosaic_gpu`: the Mosaic GPU Pallas module (`plgpu`), imported on first use so
   that nothing about it runs at package import. Its kernels (TMA, wgmma, warp
   specialisation) only run on a Hopper GPU.
+- `mosaic_gpu_load`: `plgpu.load` of a whole ref. jax 0.10 requires the index
+  argument; jax 0.11 deprecates passing it at all (even None).
 - `num_sms`, `is_hopper`: the GPU's multiprocessor count (for persistent grids) and
   whether it is an sm_90 part; both are device attributes JAX does not document.
 - `lower_for_cuda`: lowers a function for CUDA on a machine without a GPU, which
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 import importlib.metadata
+import inspect
 from typing import Any
 import warnings
 
@@ -64,6 +67,15 @@ def mosaic_gpu() -> Any:
   """The `jax.experimental.pallas.mosaic_gpu` module (imported on first use)."""
   import jax.experimental.pallas.mosaic_gpu as plgpu  # pylint: disable=g-import-not-at-top
   return plgpu
+
+
+def mosaic_gpu_load(ref: Any, *, layout: Any, optimized: bool) -> Any:
+  """`plgpu.load(ref)` into `layout`, with the index argument only where it is required."""
+  plgpu = mosaic_gpu()
+  idx = inspect.signature(plgpu.load).parameters.get("idx")
+  if idx is not None and idx.default is inspect.Parameter.empty:
+    return plgpu.load(ref, (), layout=layout, optimized=optimized)
+  return plgpu.load(ref, layout=layout, optimized=optimized)
 
 
 def num_sms() -> int:

@@ -25,6 +25,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from moe_jax import kernels
 from moe_jax.kernels.block_config import next_power_of_two
 
 # Largest dropless row tile: the grouped matmul's M tile on a GPU.
@@ -145,7 +146,8 @@ class DispatchMeta:
 
 
 def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | None, *,
-                  tile_rows: int | None = None, grouped: bool | None = None) -> DispatchMeta:
+                  tile_rows: int | None = None, grouped: bool | None = None,
+                  implementation: str | None = None) -> DispatchMeta:
   """Builds the dispatch metadata from the router's choices.
 
   Args:
@@ -157,6 +159,8 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
     grouped: the layout: None (the default) is grouped when dropless and padded when
       binned; True asks for the grouped layout with a capacity too (experts keep
       their first C slots, as in the padded layout); False needs a capacity.
+    implementation: of the counting sort (`kernels.expert_ranks`): "xla" (a stable
+      argsort), "pallas" (one kernel) or None for the best on this backend.
 
   Returns:
     DispatchMeta. No host sync; every shape is static.
@@ -178,15 +182,16 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
   num_tokens, top_k = expert_indices.shape
   m = num_tokens * top_k
   flat = expert_indices.reshape(m)  # [M]
-  sort_order = jnp.argsort(flat, stable=True).astype(jnp.int32)  # [M]
-  sorted_experts = flat[sort_order]
-  tokens_per_expert = jnp.bincount(flat, length=num_experts).astype(jnp.int32)  # [E]
+  # A counting sort: each slot's stable rank within its expert, then its sorted row.
+  position, tokens_per_expert = kernels.expert_ranks(flat, num_experts,
+                                                     implementation=implementation)  # [M], [E]
   bins = jnp.cumsum(tokens_per_expert).astype(jnp.int32)
   starts = bins - tokens_per_expert  # [E]
   rows = jnp.arange(m, dtype=jnp.int32)
+  # starts[e] + position is a permutation of [0, M): the scatter writes each row once.
+  sort_order = jnp.zeros(m, jnp.int32).at[starts[flat] + position].set(rows)  # [M]
+  sorted_experts = flat[sort_order]
   sorted_position = rows - starts[sorted_experts]  # [M], sorted order
-  # sort_order is a permutation, so these scatters write each element once.
-  position = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_position)
   keep = jnp.ones(m, jnp.bool_) if capacity is None else position < capacity
   sorted_keep = None if capacity is None else sorted_position < capacity  # [M]
   tile_expert = tile_fill = None

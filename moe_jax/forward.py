@@ -70,7 +70,8 @@ def layer_dispatch(indices: jax.Array, config: MoEConfig) -> DispatchMeta:
   if capacity is not None:
     grouped = (kernels.resolve_implementation(config.implementation) == "pallas"
                and grouped_fits(num_tokens * config.top_k, config.num_experts, capacity))
-  return make_dispatch(indices, config.num_experts, capacity, grouped=grouped)
+  return make_dispatch(indices, config.num_experts, capacity, grouped=grouped,
+                       implementation=config.implementation)
 
 
 def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax.Array, dict]:

@@ -18,6 +18,8 @@
   + GLU over the tile layout (0 on unused tiles and past `tile_fill`), and
   `tile_glu_grad` its VJP with per-tile column sums for the bias gradient
   (`api_glu.py`, kernels in `glu.py`).
+- `expert_ranks(expert_ids [M], E) -> (position [M], counts [E])`: each slot's stable
+  rank within its expert (the dispatch's counting sort; `api_ranks.py`, `ranks.py`).
 - `gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM]) -> [R,I]`: `gmm`
   then `tile_glu` in one op; on a Hopper GPU one Mosaic GPU kernel with the GLU in
   its epilogue, so the [R, 2I] products never reach HBM.
@@ -70,6 +72,7 @@ from moe_jax.kernels.api import (
     slot_dots,
     tgmm,
 )
+from moe_jax.kernels.api_ranks import expert_ranks
 from moe_jax.kernels.api_glu import default_glu_config, gmm_glu, tile_glu, tile_glu_grad
 from moe_jax.kernels.block_config import BlockConfig, MatmulConfig, default_config
 
@@ -82,6 +85,7 @@ __all__ = [
     "default_config",
     "default_glu_config",
     "default_matmul_config",
+    "expert_ranks",
     "gather_rows",
     "gmm",
     "gmm_glu",

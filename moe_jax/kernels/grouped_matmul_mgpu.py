@@ -168,9 +168,9 @@ def _glu_block(plgpu, pick_smem, bias, fill, act: dict, h, cs: slice):
     return gate_acc[...], up_acc[...]
 
   pair = pl.run_scoped(pick, plgpu.ACC(shape, jnp.float32), plgpu.ACC(shape, jnp.float32))
-  gate, up = (v + jax.lax.broadcast_in_dim(
-      plgpu.load(b.at[cs], (), layout=plgpu.Layout.WGMMA.reduce(0), optimized=False),
-      shape, [1])
+  # The bias: a vector load from GMEM, which has no optimized form.
+  gate, up = (v + jax.lax.broadcast_in_dim(_compat.mosaic_gpu_load(
+      b.at[cs], layout=plgpu.Layout.WGMMA.reduce(0), optimized=False), shape, [1])
               for v, b in zip(pair, bias))
   a = reference.glu_pair(gate, up, **act)
   row = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=plgpu.Layout.WGMMA)

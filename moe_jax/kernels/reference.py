@@ -124,6 +124,25 @@ def slot_dots(src: jax.Array, index: jax.Array, g: jax.Array) -> jax.Array:
   return jnp.where(valid, jnp.sum(prod, axis=-1), 0.0)
 
 
+def expert_ranks(expert_ids: jax.Array, num_experts: int) -> tuple[jax.Array, jax.Array]:
+  """Each slot's stable rank among the slots of its expert, and each expert's count.
+
+  Args:
+    expert_ids: [M] int32 in [0, E).
+    num_experts: E.
+
+  Returns:
+    (position [M] int32: how many earlier slots chose the same expert, counts [E] int32).
+  """
+  num_slots = expert_ids.shape[0]
+  order = jnp.argsort(expert_ids, stable=True)  # [M]
+  counts = jnp.bincount(expert_ids, length=num_experts).astype(jnp.int32)  # [E]
+  starts = jnp.cumsum(counts, dtype=jnp.int32) - counts  # [E]
+  sorted_position = jnp.arange(num_slots, dtype=jnp.int32) - starts[expert_ids[order]]
+  # order is a permutation: the scatter writes each slot once.
+  return jnp.zeros(num_slots, jnp.int32).at[order].set(sorted_position), counts
+
+
 def group_tiles(tile_group: jax.Array, num_groups: int) -> jax.Array:
   """[E] int32 number of tiles of each group (tiles with group < 0 count for none)."""
   return jnp.sum(tile_group[None, :] == jnp.arange(num_groups, dtype=jnp.int32)[:, None],

@@ -10,8 +10,9 @@ from moe_jax.dispatch import grouped_fits, grouped_geometry, grouped_to_padded, 
 from tests.core.reference import keep_mask_np
 
 
-def _check(idx, num_experts, capacity, grouped=None):
-  meta = make_dispatch(jnp.asarray(idx, jnp.int32), num_experts, capacity, grouped=grouped)
+def _check(idx, num_experts, capacity, grouped=None, implementation="xla"):
+  meta = make_dispatch(jnp.asarray(idx, jnp.int32), num_experts, capacity, grouped=grouped,
+                       implementation=implementation)
   t, k = idx.shape
   flat = idx.reshape(-1)
   order = np.argsort(flat, kind="stable")
@@ -45,12 +46,13 @@ def _check_fill(meta):
   np.testing.assert_array_equal(used, np.arange(meta.tile_rows)[None, :] < fill[:, None])
 
 
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])  # the counting sort's
 @pytest.mark.parametrize("grouped", [None, True])
 @pytest.mark.parametrize("capacity", [None, 1, 2, 5])
-def test_random_routing(capacity, grouped):
+def test_random_routing(capacity, grouped, implementation):
   rng = np.random.default_rng(1)
   idx = np.stack([rng.choice(6, 3, replace=False) for _ in range(11)])
-  _check(idx, 6, capacity, grouped)
+  _check(idx, 6, capacity, grouped, implementation)
 
 
 @pytest.mark.parametrize("num_experts", [1, 2, 3, 4, 5, 6])
@@ -64,9 +66,10 @@ def test_every_empty_expert_pattern(num_experts):
     _check(idx, num_experts, 2, grouped=True)
 
 
-def test_all_tokens_on_one_expert_overflow():
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
+def test_all_tokens_on_one_expert_overflow(implementation):
   idx = np.tile([[3, 0]], (9, 1))  # every token picks experts 3 and 0
-  meta = _check(idx, 4, 4)
+  meta = _check(idx, 4, 4, implementation=implementation)
   assert float(meta.drop_fraction) == pytest.approx(10 / 18)
   # The earliest four tokens win on both experts.
   np.testing.assert_array_equal(np.asarray(meta.keep).reshape(9, 2)[:, 0], [1] * 4 + [0] * 5)
