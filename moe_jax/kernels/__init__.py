@@ -39,6 +39,8 @@ params explicitly; all version-dependent imports sit in `moe_jax/_compat.py`. Th
 grouped matmuls are the exception: on a Hopper GPU they run Mosaic GPU kernels
 (`grouped_matmul_mgpu`, TMA and wgmma, 10-40% faster there), picked by
 `default_matmul_config` and `MatmulConfig.backend`; their Triton twins run elsewhere.
+So does `gmm_glu`, whose fused form exists on Mosaic GPU only (elsewhere it is the
+Triton gmm then the GLU kernel).
 
 Tiling. Each program owns one [block_rows, block_h] tile of the output (rows are R
 for the gather, T for combine and slot_dots) and receives the whole source column

@@ -152,7 +152,7 @@ def _write_pickers(plgpu, pick_smem) -> None:
 
 
 def _glu_block(plgpu, pick_smem, bias, fill, act: dict, h, cs: slice):
-  """The bias + GLU of output columns `cs` of one warpgroup's block: [rows, G] f32.
+  """The bias + GLU of output columns `cs` of one warpgroup's block: [rows, G] in h's dtype.
 
   h: [rows, 2 * width] of the block's gate/up products, rounded to the matmul's
   dtype (as the unfused path stores them); bias: the block's (gate, up) [width] f32
@@ -365,6 +365,15 @@ def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Arr
   num_rows, n = lhs.shape[0], rhs.shape[2]
   params = _gmm_params("gmm_glu", lhs, tile_group, n, config, transpose_rhs=False)
   num_tiles, tile_rows = tile_group.shape[0], params["tile_rows"]
+  item = lhs.dtype.itemsize
+  ring = config.num_stages * (tile_rows + config.block_n) * config.block_k * item
+  wg_m = tile_rows // 2 if _split_rows(config.block_n) else tile_rows
+  epilogue = (2 * 2 * wg_m * _GLU_N + 2 * 2 * 2 * _GLU_N * _GLU_N) * item  # staging, pickers
+  if ring + epilogue > _SMEM_BYTES:
+    raise ValueError(
+        f"the Mosaic GPU gmm_glu needs its TMA ring and epilogue in {_SMEM_BYTES} bytes of "
+        f"shared memory, got {ring + epilogue} with num_stages={config.num_stages}, "
+        f"block_n={config.block_n}, block_k={config.block_k}: use fewer stages")
   # The epilogue reads each block's bias columns without a bound check: pad to the grid.
   padded = params["num_cols"] * config.block_n - n
   b = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, padded)))

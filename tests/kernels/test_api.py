@@ -11,6 +11,7 @@ from moe_jax.kernels import (
     BlockConfig,
     combine_rows,
     default_config,
+    expert_ranks,
     gather_rows,
     resolve_implementation,
     slot_dots,
@@ -36,8 +37,12 @@ ROW_OPS = [
         lambda h=H: (normal(0, (N, h), jnp.bfloat16), random_index(1, (T, K), N),
                      normal(2, (T, h), jnp.bfloat16)), id="slot_dots"),
 ]
-# The tile layout's bias + GLU and its gradient (no index operand).
+# The tile layout's bias + GLU and its gradient (no index operand), and the dispatch's
+# counting sort (no rows at all: the H of `args` is unused).
 OPS = ROW_OPS + [
+    pytest.param(
+        functools.partial(expert_ranks, num_experts=5), "moe_expert_ranks",
+        lambda h=H: (random_index(3, (T * K,), 5, p_empty=0.0),), id="expert_ranks"),
     pytest.param(
         functools.partial(tile_glu, activation="gpt_oss_glu"), "moe_tile_glu",
         lambda h=H: (normal(0, (4 * T, h), jnp.bfloat16), normal(1, (3, h), jnp.float32),

@@ -111,6 +111,14 @@ def test_mosaic_lowers_for_cuda(case):
   assert mgpu.GMM_GLU_NAME in _compat.lower_for_cuda(fn, x, w, bias, groups, fill)
 
 
+def test_mosaic_checks_its_shared_memory():
+  """A 4-deep ring of [128 + 256, 64] blocks leaves no room for the GLU epilogue."""
+  x, w, bias, groups, fill, _ = _case(*CASES[3])
+  config = MatmulConfig(block_n=256, block_k=64, num_stages=4, backend="mosaic")
+  with pytest.raises(ValueError, match=r"shared memory, got \d+ with num_stages=4"):
+    mgpu.gmm_glu(x, w, bias, groups, fill, act=tuple(ACT.items()), config=config, num_sms=132)
+
+
 @pytest.mark.parametrize("args, kwargs, message", [
     (((64, 8), (2, 8, 6), (2, 6), (4,)), {}, None),
     (((64, 8), (2, 7, 6), (2, 6), (4,)), {}, r"rhs must be a floating \[E, K=8, 2I\]"),
