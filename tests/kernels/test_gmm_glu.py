@@ -111,6 +111,13 @@ def test_mosaic_lowers_for_cuda(case):
   assert mgpu.GMM_GLU_NAME in _compat.lower_for_cuda(fn, x, w, bias, groups, fill)
 
 
+def test_mosaic_has_no_interpreter():
+  x, w, bias, groups, fill, _ = _case(*CASES[2])
+  with pytest.raises(ValueError, match="config.backend='mosaic' has no interpreter"):
+    gmm_glu(x, w, bias, groups, fill, implementation="pallas", config=_mosaic_config(CASES[2]),
+            interpret=True, **ACT)
+
+
 def test_mosaic_checks_its_shared_memory():
   """A 4-deep ring of [128 + 256, 64] blocks leaves no room for the GLU epilogue."""
   x, w, bias, groups, fill, _ = _case(*CASES[3])
