@@ -6,8 +6,9 @@ its epilogue (`pytest -m gpu`); it must also match the two ops it replaces. On a
 machine that kernel is traced and lowered for CUDA, so API drift fails in CI.
 
 Inputs are chosen so that the products are exact in bf16 (x in {-1, 0, 1}, w in
-{-1/2, 0, 1/2}, K <= 512: h is a multiple of 1/2 below 256 in magnitude), so the oracle
-needs no model of the rounding of h and only the GLU's own roundings count. Unused
+{-1/2, 0, 1/2}, K <= 256: h is a multiple of 1/2 of magnitude at most 128, 8 significant
+bits), so the oracle needs no model of the rounding of h and only the GLU's own
+roundings count. Unused
 tiles and the rows past each tile's fill hold NaN in x: their outputs must be exact
 zeros.
 """
