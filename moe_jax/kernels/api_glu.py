@@ -3,8 +3,8 @@
 `tile_glu(h [R,2I], bias [E,2I], tile_expert [R/TM]) -> [R,I]` and its gradient
 `tile_glu_grad(h, bias, g [R,I], tile_expert) -> (dh [R,2I], sums [R/TM,2I])`;
 "xla" is `reference.tile_glu(_grad)`, "pallas" the kernels of `glu.py`.
-`gmm_glu(x [R,K], w [E,K,2I], bias, tile_expert) -> [R,I]` is `gmm` then `tile_glu` in
-one op: on a Hopper GPU one Mosaic GPU kernel whose epilogue runs the GLU
+`gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM]) -> [R,I]` is `gmm`
+then `tile_glu` in one op: on a Hopper GPU one Mosaic GPU kernel whose epilogue runs the GLU
 (`grouped_matmul_mgpu.gmm_glu`), so h never reaches HBM; elsewhere the two ops.
 `implementation` and `interpret` behave as in `api`.
 """
