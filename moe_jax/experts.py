@@ -188,7 +188,7 @@ def bias_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None, *, ac
   _check_tile_bias("bias_glu", h, bias, tile_expert)
   if h.shape[-1] % 2:
     raise ValueError(f"bias_glu: h's last dimension must be even (2I), got shape {h.shape}")
-  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
+  act = reference.act_items(activation, alpha, limit)
   return _bias_glu(h, bias, tile_expert, tile_fill, act, implementation)
 
 
@@ -260,7 +260,7 @@ def grouped_glu(x: jax.Array, w: jax.Array, bias: jax.Array, tile_expert: jax.Ar
   """
   _check_tile_bias("grouped_glu", jax.ShapeDtypeStruct((x.shape[0], w.shape[-1]), x.dtype),
                    bias, tile_expert)
-  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
+  act = reference.act_items(activation, alpha, limit)
   return _grouped_glu(x, w.astype(x.dtype), bias, tile_expert, tile_fill, precision, act,
                       implementation)
 

@@ -86,7 +86,7 @@ def _prepare(h, bias, tile_expert, tile_fill, g, activation, alpha, limit, imple
   "pallas", the kernel's config and interpret flag (None for "xla")."""
   impl = resolve_implementation(implementation)
   tile_rows, num_i = _check(h, bias, tile_expert, tile_fill, activation, g)
-  act = (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
+  act = reference.act_items(activation, alpha, limit)
   if impl == "xla":
     return act, None
   _check_config(config)

@@ -200,6 +200,12 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, num_groups: i
 ACTIVATIONS = ("gpt_oss_glu", "swiglu")
 
 
+def act_items(activation: str, alpha: float, limit: float) -> tuple:
+  """`glu_pair`'s keywords as a hashable tuple (a jit static argument or a
+  `nondiff_argnums` entry); `dict(...)` of it gives the keywords back."""
+  return (("activation", activation), ("alpha", float(alpha)), ("limit", float(limit)))
+
+
 def glu_pair(gate: jax.Array, up: jax.Array, *, activation: str, alpha: float = 1.702,
              limit: float = 7.0) -> jax.Array:
   """The GLU of split gate and up values (elementwise; f32 in, f32 out).

@@ -20,6 +20,7 @@ import pytest
 from moe_jax import _compat
 from moe_jax.kernels import MatmulConfig, gmm, gmm_glu, tile_glu
 from moe_jax.kernels import grouped_matmul_mgpu as mgpu
+from moe_jax.kernels import reference
 
 from ._support import f64
 from .test_glu import GLU_TOLERANCES, np_glu_and_grad
@@ -107,7 +108,7 @@ def test_mosaic_matches_float64_and_the_two_ops(case):
 def test_mosaic_lowers_for_cuda(case):
   """Tracing and Mosaic GPU lowering run on any machine."""
   x, w, bias, groups, fill, _ = _case(*case)
-  fn = lambda *a: mgpu.gmm_glu(*a, act=tuple(sorted(dict(ACT, alpha=1.702, limit=7.0).items())),
+  fn = lambda *a: mgpu.gmm_glu(*a, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
                                config=_mosaic_config(case), num_sms=132)
   assert mgpu.GMM_GLU_NAME in _compat.lower_for_cuda(fn, x, w, bias, groups, fill)
 
@@ -124,7 +125,8 @@ def test_mosaic_checks_its_shared_memory():
   x, w, bias, groups, fill, _ = _case(*CASES[3])
   config = MatmulConfig(block_n=256, block_k=64, num_stages=4, backend="mosaic")
   with pytest.raises(ValueError, match=r"shared memory, got \d+ with num_stages=4"):
-    mgpu.gmm_glu(x, w, bias, groups, fill, act=tuple(ACT.items()), config=config, num_sms=132)
+    mgpu.gmm_glu(x, w, bias, groups, fill, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
+                 config=config, num_sms=132)
 
 
 @pytest.mark.parametrize("args, kwargs, message", [
