@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from moe_jax import kernels
 from moe_jax.kernels.block_config import next_power_of_two
+from moe_jax.kernels.layout import max_tiles
 
 # Largest dropless row tile: the grouped matmul's M tile on a GPU.
 MAX_TILE_ROWS = 128
@@ -46,7 +47,7 @@ def dropless_tile_rows(num_slots: int, num_experts: int) -> int:
 
 def dropless_num_tiles(num_slots: int, num_experts: int, tile_rows: int) -> int:
   """Static tile count that holds any routing: sum_e ceil(count_e / TM) <= this."""
-  return max(1, min(num_slots, (num_slots + num_experts * (tile_rows - 1)) // tile_rows))
+  return max_tiles(num_slots, num_experts, None, tile_rows)
 
 
 def grouped_geometry(num_slots: int, num_experts: int, capacity: int | None,
@@ -61,10 +62,7 @@ def grouped_geometry(num_slots: int, num_experts: int, capacity: int | None,
   """
   kept = num_slots if capacity is None else min(num_slots, num_experts * capacity)
   tm = tile_rows or dropless_tile_rows(kept, num_experts)
-  tiles = dropless_num_tiles(kept, num_experts, tm)
-  if capacity is not None:
-    tiles = min(tiles, num_experts * -(-capacity // tm))
-  return tm, tiles
+  return tm, max_tiles(num_slots, num_experts, capacity, tm)
 
 
 def grouped_fits(num_slots: int, num_experts: int, capacity: int) -> bool:
@@ -159,8 +157,10 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
     grouped: the layout: None (the default) is grouped when dropless and padded when
       binned; True asks for the grouped layout with a capacity too (experts keep
       their first C slots, as in the padded layout); False needs a capacity.
-    implementation: of the counting sort (`kernels.expert_ranks`): "xla" (a stable
-      argsort), "pallas" (one kernel) or None for the best on this backend.
+    implementation: of the counting sort and the grouped layout
+      (`kernels.grouped_layout`, or `kernels.expert_ranks` in the padded layout): "xla"
+      (a stable argsort and XLA ops), "pallas" (two kernels) or None for the best on
+      this backend.
 
   Returns:
     DispatchMeta. No host sync; every shape is static.
@@ -182,45 +182,36 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
   num_tokens, top_k = expert_indices.shape
   m = num_tokens * top_k
   flat = expert_indices.reshape(m)  # [M]
-  # A counting sort: each slot's stable rank within its expert, then its sorted row.
-  position, tokens_per_expert = kernels.expert_ranks(flat, num_experts,
-                                                     implementation=implementation)  # [M], [E]
-  bins = jnp.cumsum(tokens_per_expert).astype(jnp.int32)
-  starts = bins - tokens_per_expert  # [E]
-  rows = jnp.arange(m, dtype=jnp.int32)
-  # starts[e] + position is a permutation of [0, M): the scatter writes each row once.
-  sort_order = jnp.zeros(m, jnp.int32).at[starts[flat] + position].set(rows)  # [M]
-  sorted_experts = flat[sort_order]
-  sorted_position = rows - starts[sorted_experts]  # [M], sorted order
-  keep = jnp.ones(m, jnp.bool_) if capacity is None else position < capacity
-  sorted_keep = None if capacity is None else sorted_position < capacity  # [M]
-  tile_expert = tile_fill = None
   if grouped:
     tm, num_tiles = grouped_geometry(m, num_experts, capacity, tile_rows)
-    kept = tokens_per_expert if capacity is None else jnp.minimum(tokens_per_expert, capacity)
-    expert_tiles = (kept + tm - 1) // tm  # [E]
-    tile_end = jnp.cumsum(expert_tiles).astype(jnp.int32)  # [E]
-    sorted_row = (tile_end - expert_tiles)[sorted_experts] * tm + sorted_position  # [M]
-    if sorted_keep is not None:
-      sorted_row = jnp.where(sorted_keep, sorted_row, -1)
-    num_rows = num_tiles * tm
-    # Dropped rows (-1) go out of bounds and are dropped, not wrapped to the last row.
-    gather_slot = jnp.full(num_rows, -1, jnp.int32).at[
-        jnp.where(sorted_row >= 0, sorted_row, num_rows)].set(sort_order, mode="drop")
-    combine_index = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_row)
-    t = jnp.arange(num_tiles, dtype=jnp.int32)
-    tile_expert = jnp.sum(tile_end[None, :] <= t[:, None], axis=1, dtype=jnp.int32)
-    tile_expert = jnp.where(tile_expert < num_experts, tile_expert, -1)  # [num_tiles]
-    tile_fill = jnp.sum((gather_slot >= 0).reshape(num_tiles, tm), axis=1,
-                        dtype=jnp.int32)  # [num_tiles]
+    layout = kernels.grouped_layout(flat, num_experts, capacity=capacity, tile_rows=tm,
+                                    num_tiles=num_tiles, implementation=implementation)
+    position, tokens_per_expert = layout.position, layout.counts
+    sort_order, sorted_experts = layout.sort_order, layout.sorted_experts
+    sorted_row, gather_slot = layout.sorted_row, layout.gather_slot
+    combine_index = layout.combine_index
+    tile_expert, tile_fill = layout.tile_expert, layout.tile_fill
   else:
-    combine_index = jnp.where(keep, flat * capacity + position, -1)
+    # A counting sort: each slot's stable rank within its expert, then its sorted row.
+    position, tokens_per_expert = kernels.expert_ranks(
+        flat, num_experts, implementation=implementation)  # [M], [E]
+    starts = jnp.cumsum(tokens_per_expert, dtype=jnp.int32) - tokens_per_expert  # [E]
+    rows = jnp.arange(m, dtype=jnp.int32)
+    # starts[e] + position is a permutation of [0, M): the scatter writes each row once.
+    sort_order = jnp.zeros(m, jnp.int32).at[starts[flat] + position].set(rows)  # [M]
+    sorted_experts = flat[sort_order]
+    sorted_position = rows - starts[sorted_experts]  # [M], sorted order
+    combine_index = jnp.where(position < capacity, flat * capacity + position, -1)
     c = jnp.arange(capacity, dtype=jnp.int32)
     source_row = starts[:, None] + c[None, :]  # [E, C] row in sorted order
     valid = c[None, :] < tokens_per_expert[:, None]
     gathered = sort_order[jnp.clip(source_row, 0, m - 1)]
     gather_slot = jnp.where(valid, gathered, -1).reshape(num_experts * capacity)
-    sorted_row = jnp.where(sorted_keep, sorted_experts * capacity + sorted_position, -1)
+    sorted_row = jnp.where(sorted_position < capacity,
+                           sorted_experts * capacity + sorted_position, -1)
+    tile_expert = tile_fill = None
+  bins = jnp.cumsum(tokens_per_expert).astype(jnp.int32)
+  keep = jnp.ones(m, jnp.bool_) if capacity is None else position < capacity
   return DispatchMeta(
       sort_order=sort_order,
       sorted_experts=sorted_experts,

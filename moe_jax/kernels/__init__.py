@@ -20,6 +20,9 @@
   (`api_glu.py`, kernels in `glu.py`).
 - `expert_ranks(expert_ids [M], E) -> (position [M], counts [E])`: each slot's stable
   rank within its expert (the dispatch's counting sort; `api_ranks.py`, `ranks.py`).
+- `grouped_layout(expert_ids [M], E, capacity=, tile_rows=, num_tiles=)`: the counting
+  sort and the whole grouped layout of the dispatch (`reference.GroupedLayout`;
+  `api_ranks.py`, `layout.py`).
 - `gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM]) -> [R,I]`: `gmm`
   then `tile_glu` in one op; on a Hopper GPU one Mosaic GPU kernel with the GLU in
   its epilogue, so the [R, 2I] products never reach HBM.
@@ -74,7 +77,7 @@ from moe_jax.kernels.api import (
     slot_dots,
     tgmm,
 )
-from moe_jax.kernels.api_ranks import expert_ranks
+from moe_jax.kernels.api_ranks import expert_ranks, grouped_layout
 from moe_jax.kernels.api_glu import default_glu_config, gmm_glu, tile_glu, tile_glu_grad
 from moe_jax.kernels.block_config import BlockConfig, MatmulConfig, default_config
 
@@ -91,6 +94,7 @@ __all__ = [
     "gather_rows",
     "gmm",
     "gmm_glu",
+    "grouped_layout",
     "resolve_implementation",
     "scatter_rows",
     "slot_dots",

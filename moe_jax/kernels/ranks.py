@@ -1,12 +1,16 @@
-"""Pallas (Triton) kernel for `expert_ranks`: each slot's stable rank within its expert.
+"""Pallas (Triton) kernels for `expert_ranks`: each slot's stable rank within its expert.
 
-The dispatch's counting sort. Program b owns slots [b*BS, (b+1)*BS): it counts the
-slots of every expert in the blocks before its own (a loop over those blocks, one
-[BS, EP] one-hot sum each; EP = E rounded up to a power of two), then ranks its own
-slots with an inclusive cumsum of its one-hot block down the slots. The last program
-also writes each expert's total. One launch replaces XLA's stable argsort (six
-kernels at gpt-oss-20b's M = 16384), its bincount and the scatter that turns the sort
-back into slot order (bench/NOTES.md, variant 21).
+The dispatch's counting sort, in two launches over blocks of BS slots (EP = E rounded
+up to a power of two):
+- `_histogram_kernel`: program b writes its block's count of every expert, one
+  [BS, EP] one-hot summed down the slots, to row b of a [blocks, EP] histogram.
+- `_rank_kernel`: program b sums the histogram rows before its own (a few
+  [chunk, EP] tiles), then ranks its own slots with an inclusive cumsum of their
+  one-hot down the slots; the last program also writes each expert's total.
+Together they replace XLA's stable argsort (six kernels at gpt-oss-20b's M = 16384), its
+bincount and the scatter that turns the sort back into slot order (bench/NOTES.md,
+variants 21 and 23). Every program's work is bounded: no program walks the earlier
+blocks one by one.
 """
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ from moe_jax.kernels import _tiles
 from moe_jax.kernels.block_config import BlockConfig, next_power_of_two
 
 KERNEL_NAME = "moe_expert_ranks"
-# Elements of a program's [BS, EP] one-hot block, and the bounds on BS.
-_BLOCK_ELEMENTS = 16384
+HISTOGRAM_NAME = "moe_expert_histogram"
+# Elements of a program's [BS, EP] one-hot block (and of the rank kernel's histogram
+# tile), and the bounds on BS.
+_BLOCK_ELEMENTS = 8192
 _MIN_BLOCK, _MAX_BLOCK = 16, 1024
 
 
@@ -32,31 +38,104 @@ def experts_p2(num_experts: int) -> int:
 
 
 def default_ranks_config(num_experts: int) -> BlockConfig:
-  """BS = block_rows slots per program, so that the [BS, EP] one-hot holds ~16K int32
-  (block_h = EP); 8 warps, 1 stage."""
+  """BS = block_rows slots per program, so that the [BS, EP] one-hot holds ~8K int32
+  (block_h = EP); 4 warps, 1 stage. On an H200 (`bench/results/nvidia-h200/ranks2-sweep`)
+  that is the fastest of the blocks tried at gpt-oss-20b's M = 16384, E = 32 (0.0049 ms
+  for both launches, 0.0073 at 16K entries and 8 warps) and as fast as the old default
+  at routing-bench's M = 32768, E = 128 (0.0144 ms; 0.0110 at 16K entries)."""
   ep = experts_p2(num_experts)
   bs = max(_MIN_BLOCK, min(_MAX_BLOCK, _BLOCK_ELEMENTS // ep))
-  return BlockConfig(block_rows=bs, block_h=ep, num_warps=8, num_stages=1)
+  return BlockConfig(block_rows=bs, block_h=ep, num_warps=4, num_stages=1)
 
 
-def _kernel(ids_ref, position_ref, counts_ref, *, num_slots: int, num_experts: int,
-            block: int, experts_p2: int):
-  """Refs: ids [M] (every slot), position [M], counts [E] (written by the last program)."""
+def onehot_block(ids_ref, j, *, num_slots: int, block: int, experts_p2: int):
+  """(slots [BS], [BS, EP] int32 one-hot of block j's experts); slots past M match none."""
+  experts = jnp.arange(experts_p2, dtype=jnp.int32)
+  slots = j * block + jnp.arange(block, dtype=jnp.int32)
+  ids = _tiles.load(ids_ref.at[slots], slots < num_slots, -1)
+  return slots, (ids[:, None] == experts[None, :]).astype(jnp.int32)
+
+
+def _histogram_kernel(ids_ref, hist_ref, *, num_slots: int, block: int, experts_p2: int):
+  """Refs: ids [M], hist [blocks * EP] (row b: block b's slots per expert)."""
+  b = pl.program_id(0)
+  _, own = onehot_block(ids_ref, b, num_slots=num_slots, block=block, experts_p2=experts_p2)
+  _compat.store(hist_ref.at[pl.ds(b * experts_p2, experts_p2)], jnp.sum(own, axis=0))
+
+
+def histogram_chunk(num_blocks: int, experts_p2: int) -> int:
+  """Histogram rows a program sums per loop step: ~8K entries, no more than the blocks."""
+  return max(1, min(_BLOCK_ELEMENTS // experts_p2, next_power_of_two(num_blocks)))
+
+
+def histogram(expert_ids: jax.Array, config: BlockConfig, interpret: bool) -> jax.Array:
+  """[blocks * EP] int32: row b counts the slots of each expert in block b (BS slots)."""
+  (num_slots,) = expert_ids.shape
+  block, ep = config.block_rows, config.block_h
+  num_blocks = pl.cdiv(num_slots, block)
+  return pl.pallas_call(
+      functools.partial(_histogram_kernel, num_slots=num_slots, block=block, experts_p2=ep),
+      out_shape=jax.ShapeDtypeStruct((num_blocks * ep,), jnp.int32),
+      grid=(num_blocks,),
+      in_specs=[whole(num_slots)],
+      out_specs=whole(num_blocks * ep),
+      compiler_params=triton_params(config),
+      interpret=interpret,
+      name=HISTOGRAM_NAME,
+  )(expert_ids)
+
+
+def whole(n: int) -> pl.BlockSpec:
+  """The whole [n] array in every program (the kernels index it themselves)."""
+  return pl.BlockSpec((n,), lambda b: (0,))
+
+
+def triton_params(config: BlockConfig):
+  return _compat.triton_compiler_params(num_warps=config.num_warps,
+                                        num_stages=config.num_stages)
+
+
+def sum_histogram(hist_ref, b, *, num_blocks: int, experts_p2: int, chunk: int,
+                  total: bool) -> tuple[jax.Array, jax.Array | None]:
+  """([EP] the histogram rows before block b summed, [EP] all rows summed or None).
+
+  A loop over [chunk, EP] tiles of the rows it needs: those before b, or all of them
+  when `total`.
+  """
+  experts = jnp.arange(experts_p2, dtype=jnp.int32)
+  zeros = jnp.zeros((experts_p2,), jnp.int32)
+
+  def add_rows(c, acc):
+    rows = c * chunk + jnp.arange(chunk, dtype=jnp.int32)
+    at = jnp.minimum(rows, num_blocks - 1)  # addresses stay inside hist where masked off
+    need = rows < (num_blocks if total else b)
+    tile = _compat.load(hist_ref.at[at[:, None] * experts_p2 + experts[None, :]],
+                        mask=need[:, None], other=0)
+    if not total:
+      return acc[0] + jnp.sum(tile, axis=0), None
+    earlier = jnp.sum(jnp.where((rows < b)[:, None], tile, 0), axis=0)
+    return acc[0] + earlier, acc[1] + jnp.sum(tile, axis=0)
+
+  steps = pl.cdiv(num_blocks, chunk) if total else pl.cdiv(b, chunk)
+  return jax.lax.fori_loop(0, steps, add_rows, (zeros, zeros if total else None))
+
+
+def block_ranks(own: jax.Array, before: jax.Array) -> jax.Array:
+  """[BS] each slot's rank among its expert's slots, from the block's [BS, EP] one-hot
+  and the [EP] slots of each expert in earlier blocks (slots of no expert get 0)."""
+  return jnp.sum(own * (jnp.cumsum(own, axis=0) - 1 + before[None, :]), axis=1)
+
+
+def _rank_kernel(ids_ref, hist_ref, position_ref, counts_ref, *, num_slots: int,
+                 num_experts: int, num_blocks: int, block: int, experts_p2: int, chunk: int):
+  """Refs: ids [M], hist [blocks * EP], position [M], counts [E] (the last program)."""
   b = pl.program_id(0)
   experts = jnp.arange(experts_p2, dtype=jnp.int32)
-
-  def onehot(j):
-    """[BS, EP] int32 one-hot of block j's experts (slots past M match none)."""
-    slots = j * block + jnp.arange(block, dtype=jnp.int32)
-    ids = _tiles.load(ids_ref.at[slots], slots < num_slots, -1)
-    return slots, (ids[:, None] == experts[None, :]).astype(jnp.int32)
-
-  before = jax.lax.fori_loop(0, b, lambda j, acc: acc + jnp.sum(onehot(j)[1], axis=0),
-                             jnp.zeros((experts_p2,), jnp.int32))  # [EP]
-  slots, own = onehot(b)
-  ranks = jnp.cumsum(own, axis=0) - 1 + before[None, :]  # [BS, EP]
-  position = jnp.sum(own * ranks, axis=1)  # [BS]; a slot of no expert (past M) gets 0
-  _tiles.store(position_ref.at[slots], position, slots < num_slots)
+  before, _ = sum_histogram(hist_ref, b, num_blocks=num_blocks, experts_p2=experts_p2,
+                            chunk=chunk, total=False)
+  slots, own = onehot_block(ids_ref, b, num_slots=num_slots, block=block,
+                            experts_p2=experts_p2)
+  _tiles.store(position_ref.at[slots], block_ranks(own, before), slots < num_slots)
 
   @pl.when(b == pl.num_programs(0) - 1)
   def _():
@@ -66,32 +145,32 @@ def _kernel(ids_ref, position_ref, counts_ref, *, num_slots: int, num_experts: i
 @functools.partial(jax.jit, static_argnames=("num_experts", "config", "interpret"))
 def expert_ranks(expert_ids: jax.Array, *, num_experts: int, config: BlockConfig,
                  interpret: bool) -> tuple[jax.Array, jax.Array]:
-  """Builds and runs the rank kernel; inputs are validated by the API.
+  """Builds and runs the two kernels; inputs are validated by the API.
 
   Args:
     expert_ids: [M] int32 in [0, E).
     num_experts: E.
     config: block_rows = BS slots per program, block_h = EP >= E one-hot columns
-      (a power of two), Triton's warps and stages (the latter pipeline the loop over
-      the earlier blocks).
+      (a power of two), Triton's warps and stages (the latter pipeline the rank
+      kernel's loop over the histogram).
 
   Returns:
     (position [M] int32, counts [E] int32), as `reference.expert_ranks`.
   """
   (num_slots,) = expert_ids.shape
-  block = config.block_rows
-  params = dict(num_slots=num_slots, num_experts=num_experts, block=block,
-                experts_p2=config.block_h)
-  whole = lambda n: pl.BlockSpec((n,), lambda b: (0,))  # noqa: E731
+  block, ep = config.block_rows, config.block_h
+  num_blocks = pl.cdiv(num_slots, block)
+  hist = histogram(expert_ids, config, interpret)
   return pl.pallas_call(
-      functools.partial(_kernel, **params),
+      functools.partial(_rank_kernel, num_slots=num_slots, num_experts=num_experts,
+                        num_blocks=num_blocks, block=block, experts_p2=ep,
+                        chunk=histogram_chunk(num_blocks, ep)),
       out_shape=(jax.ShapeDtypeStruct((num_slots,), jnp.int32),
                  jax.ShapeDtypeStruct((num_experts,), jnp.int32)),
-      grid=(pl.cdiv(num_slots, block),),
-      in_specs=[whole(num_slots)],
+      grid=(num_blocks,),
+      in_specs=[whole(num_slots), whole(num_blocks * ep)],
       out_specs=(whole(num_slots), whole(num_experts)),
-      compiler_params=_compat.triton_compiler_params(num_warps=config.num_warps,
-                                                     num_stages=config.num_stages),
+      compiler_params=triton_params(config),
       interpret=interpret,
       name=KERNEL_NAME,
-  )(expert_ids)
+  )(expert_ids, hist)

@@ -9,6 +9,8 @@ TM = R / num_tiles, each tile one group (expert) or none (< 0).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -141,6 +143,72 @@ def expert_ranks(expert_ids: jax.Array, num_experts: int) -> tuple[jax.Array, ja
   sorted_position = jnp.arange(num_slots, dtype=jnp.int32) - starts[expert_ids[order]]
   # order is a permutation: the scatter writes each slot once.
   return jnp.zeros(num_slots, jnp.int32).at[order].set(sorted_position), counts
+
+
+class GroupedLayout(NamedTuple):
+  """Where every slot goes in the grouped (tile) layout; int32 arrays.
+
+  Attributes:
+    position: [M] each slot's stable rank among the slots of its expert.
+    counts: [E] slots of each expert.
+    sort_order: [M] slot ids sorted by expert, stably.
+    sorted_experts: [M] the expert of each sorted slot.
+    sorted_row: [M] the buffer row of each sorted slot, -1 if dropped.
+    gather_slot: [R] the slot feeding each buffer row, -1 for empty rows.
+    combine_index: [M] the buffer row of each slot (slot order), -1 if dropped.
+    tile_expert: [num_tiles] each tile's expert, -1 for unused tiles (the last ones).
+    tile_fill: [num_tiles] rows of each tile that hold a slot (its first ones).
+  """
+  position: jax.Array
+  counts: jax.Array
+  sort_order: jax.Array
+  sorted_experts: jax.Array
+  sorted_row: jax.Array
+  gather_slot: jax.Array
+  combine_index: jax.Array
+  tile_expert: jax.Array
+  tile_fill: jax.Array
+
+
+def grouped_layout(expert_ids: jax.Array, num_experts: int, capacity: int | None,
+                   tile_rows: int, num_tiles: int) -> GroupedLayout:
+  """The grouped layout of the slots' experts: the counting sort, then each expert's
+  first min(count, C) slots (all of them when capacity is None) in its own run of
+  TM-row tiles, experts in order, each run starting on a tile boundary.
+
+  Args:
+    expert_ids: [M] int32 in [0, E).
+    num_experts: E.
+    capacity: C, or None (dropless).
+    tile_rows: TM.
+    num_tiles: static tile count, at least sum_e ceil(min(count_e, C) / TM).
+  """
+  m = expert_ids.shape[0]
+  position, counts = expert_ranks(expert_ids, num_experts)
+  starts = jnp.cumsum(counts, dtype=jnp.int32) - counts  # [E]
+  rows = jnp.arange(m, dtype=jnp.int32)
+  # starts[e] + position is a permutation of [0, M): the scatter writes each row once.
+  sort_order = jnp.zeros(m, jnp.int32).at[starts[expert_ids] + position].set(rows)  # [M]
+  sorted_experts = expert_ids[sort_order]
+  sorted_position = rows - starts[sorted_experts]  # [M], sorted order
+  kept = counts if capacity is None else jnp.minimum(counts, capacity)
+  expert_tiles = (kept + tile_rows - 1) // tile_rows  # [E]
+  tile_end = jnp.cumsum(expert_tiles, dtype=jnp.int32)  # [E]
+  sorted_row = (tile_end - expert_tiles)[sorted_experts] * tile_rows + sorted_position  # [M]
+  if capacity is not None:
+    sorted_row = jnp.where(sorted_position < capacity, sorted_row, -1)
+  num_rows = num_tiles * tile_rows
+  # Dropped rows (-1) go out of bounds and are dropped, not wrapped to the last row.
+  gather_slot = jnp.full(num_rows, -1, jnp.int32).at[
+      jnp.where(sorted_row >= 0, sorted_row, num_rows)].set(sort_order, mode="drop")
+  combine_index = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_row)
+  t = jnp.arange(num_tiles, dtype=jnp.int32)
+  tile_expert = jnp.sum(tile_end[None, :] <= t[:, None], axis=1, dtype=jnp.int32)
+  tile_expert = jnp.where(tile_expert < num_experts, tile_expert, -1)  # [num_tiles]
+  tile_fill = jnp.sum((gather_slot >= 0).reshape(num_tiles, tile_rows), axis=1,
+                      dtype=jnp.int32)  # [num_tiles]
+  return GroupedLayout(position, counts, sort_order, sorted_experts, sorted_row,
+                       gather_slot, combine_index, tile_expert, tile_fill)
 
 
 def group_tiles(tile_group: jax.Array, num_groups: int) -> jax.Array:

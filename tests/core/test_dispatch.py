@@ -55,15 +55,16 @@ def test_random_routing(capacity, grouped, implementation):
   _check(idx, 6, capacity, grouped, implementation)
 
 
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
 @pytest.mark.parametrize("num_experts", [1, 2, 3, 4, 5, 6])
-def test_every_empty_expert_pattern(num_experts):
+def test_every_empty_expert_pattern(num_experts, implementation):
   # Every non-empty set of used experts, K=1, tokens cycling over the used set.
   for used in itertools.chain.from_iterable(
       itertools.combinations(range(num_experts), r) for r in range(1, num_experts + 1)):
     idx = np.array([[used[t % len(used)]] for t in range(7)])
-    _check(idx, num_experts, None)
-    _check(idx, num_experts, 2)
-    _check(idx, num_experts, 2, grouped=True)
+    _check(idx, num_experts, None, implementation=implementation)
+    _check(idx, num_experts, 2, implementation=implementation)
+    _check(idx, num_experts, 2, grouped=True, implementation=implementation)
 
 
 @pytest.mark.parametrize("implementation", ["xla", "pallas"])
@@ -89,10 +90,11 @@ def test_bad_index_dtype():
     make_dispatch(jnp.zeros((3, 2), jnp.float32), 4, None)
 
 
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
 @pytest.mark.parametrize("capacity", [None, 4, 9])
 @pytest.mark.parametrize("tile_rows", [None, 16, 32])
 @pytest.mark.parametrize("pattern", ["random", "one_expert", "one_each", "balanced"])
-def test_grouped_tile_layout(pattern, tile_rows, capacity):
+def test_grouped_tile_layout(pattern, tile_rows, capacity, implementation):
   rng = np.random.default_rng(7)
   e, t, k = 5, 37, 2
   idx = {
@@ -101,9 +103,9 @@ def test_grouped_tile_layout(pattern, tile_rows, capacity):
       "one_each": np.stack([[i % e, (i + 1) % e] for i in range(t)])[:3],
       "balanced": np.stack([[(2 * i) % e, (2 * i + 1) % e] for i in range(t)]),
   }[pattern]
-  _check(idx, e, capacity, grouped=True)
+  _check(idx, e, capacity, grouped=True, implementation=implementation)
   meta = make_dispatch(jnp.asarray(idx, jnp.int32), e, capacity, tile_rows=tile_rows,
-                       grouped=True)
+                       grouped=True, implementation=implementation)
   tm = meta.tile_rows
   assert tm == (tile_rows or 16)  # next_pow2(M / E) clamped to >= 16
   # Each expert holds its first min(count, C) slots (the padded layout's keep rule).

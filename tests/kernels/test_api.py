@@ -12,6 +12,7 @@ from moe_jax.kernels import (
     combine_rows,
     default_config,
     expert_ranks,
+    grouped_layout,
     gather_rows,
     resolve_implementation,
     slot_dots,
@@ -23,7 +24,8 @@ from ._support import Twin, bits, normal, np_combine, random_index
 
 N, T, H, K = 6, 10, 200, 2
 
-# (op, kernel name, example arguments) for each primitive.
+# (op, kernel name (or the names of its launches, in order), example arguments) for each
+# primitive.
 ROW_OPS = [
     pytest.param(
         gather_rows, "moe_gather_rows",
@@ -41,8 +43,14 @@ ROW_OPS = [
 # counting sort (no rows at all: the H of `args` is unused).
 OPS = ROW_OPS + [
     pytest.param(
-        functools.partial(expert_ranks, num_experts=5), "moe_expert_ranks",
+        functools.partial(expert_ranks, num_experts=5),
+        ("moe_expert_histogram", "moe_expert_ranks"),
         lambda h=H: (random_index(3, (T * K,), 5, p_empty=0.0),), id="expert_ranks"),
+    pytest.param(
+        functools.partial(grouped_layout, num_experts=5, capacity=3, tile_rows=16,
+                          num_tiles=5),
+        ("moe_expert_histogram", "moe_grouped_layout"),
+        lambda h=H: (random_index(3, (T * K,), 5, p_empty=0.0),), id="grouped_layout"),
     pytest.param(
         functools.partial(tile_glu, activation="gpt_oss_glu"), "moe_tile_glu",
         lambda h=H: (normal(0, (4 * T, h), jnp.bfloat16), normal(1, (3, h), jnp.float32),
@@ -55,13 +63,17 @@ OPS = ROW_OPS + [
 ]
 
 
+def _names(name: str | tuple[str, ...]) -> list[str]:
+  return [name] if isinstance(name, str) else list(name)
+
+
 class Dispatch(Twin):
   """The requested implementation is the one that runs (no silent fallback), under vmap too."""
 
   @pytest.mark.parametrize("op,name,args", OPS)
   def test_pallas_call_in_jaxpr(self, op, name, args):
     fn = lambda *a: op(*a, implementation="pallas", interpret=self.INTERPRET)
-    assert _compat.pallas_call_names(jax.make_jaxpr(fn)(*args())) == [name]
+    assert _compat.pallas_call_names(jax.make_jaxpr(fn)(*args())) == _names(name)
 
   @pytest.mark.parametrize("op,name,args", OPS)
   def test_xla_has_no_kernel(self, op, name, args):
@@ -95,7 +107,8 @@ class TestDispatchGpu(Dispatch):
   @pytest.mark.parametrize("op,name,args", OPS)
   def test_kernel_name_in_compiled_module(self, op, name, args):
     fn = lambda *a: op(*a, implementation="pallas")
-    assert name in jax.jit(fn).lower(*args()).as_text()
+    text = jax.jit(fn).lower(*args()).as_text()
+    assert all(n in text for n in _names(name))
 
   def test_default_is_pallas_on_gpu(self):
     assert resolve_implementation(None) == "pallas"
@@ -115,7 +128,7 @@ def test_lowers_through_triton(op, name, args, h):
   """The compiled (not interpreted) kernel lowers to Triton IR, even on a CPU host."""
   text = _compat.lower_for_cuda(
       lambda *x: op(*x, implementation="pallas", interpret=False), *args(h))
-  assert name in text
+  assert all(n in text for n in _names(name))
 
 
 def test_default_is_xla_off_gpu():

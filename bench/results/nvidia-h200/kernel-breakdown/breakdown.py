@@ -4,7 +4,9 @@ For each row: the kernels of one call in launch order, each the median over
 ITERS calls of its duration (ms), and their sum; the same kernels summed by name.
 
 usage (repository root, GPU machine):
-  python3 bench/results/nvidia-h200/kernel-breakdown/breakdown.py OUT.json [CONFIG:IMPL:MODE ...]
+  python3 bench/results/nvidia-h200/kernel-breakdown/breakdown.py OUT.json \
+      [CONFIG:IMPL:MODE[:COMPONENT] ...]
+(COMPONENT defaults to layer.)
 """
 import collections
 import json
@@ -12,7 +14,7 @@ import sys
 
 ROWS = [("gpt-oss-20b", "pallas/binned", "fwd"), ("gpt-oss-20b", "pallas/binned", "fwd+bwd"),
         ("gpt-oss-20b", "pallas/dropless", "fwd"), ("notebook", "xla/binned", "fwd")]
-if len(sys.argv) > 2:  # a subset: CONFIG:IMPL:MODE ...
+if len(sys.argv) > 2:  # a subset: CONFIG:IMPL:MODE[:COMPONENT] ...
   ROWS = [tuple(a.split(":")) for a in sys.argv[2:]]
 ITERS = 7
 
@@ -28,9 +30,10 @@ def main(out_path):
   from bench.timing import Protocol
 
   report = []
-  for config, impl, mode in ROWS:
+  for config, impl, mode, *component in ROWS:
+    component = component[0] if component else "layer"
     runner = JaxRunner(configs.select(config)[0], Protocol())
-    case = CaseSpec(config=config, component="layer", mode=mode, framework="jax", impl=impl,
+    case = CaseSpec(config=config, component=component, mode=mode, framework="jax", impl=impl,
                     variant=impl.split("/")[1])
     built = runner.build(case)
     compiled, _, _ = runner.prepare(built)
@@ -46,12 +49,12 @@ def main(out_path):
     by_name = collections.defaultdict(float)
     for n, t in zip(names, times):
       by_name[n] += float(t)
-    row = dict(config=config, impl=impl, mode=mode, total_ms=round(float(times.sum()), 4),
+    row = dict(config=config, component=component, impl=impl, mode=mode, total_ms=round(float(times.sum()), 4),
                calls=len(same), launch_sequences=len(seqs),
                kernels=[(n, round(float(t), 4)) for n, t in zip(names, times)],
                by_name=sorted(((n, round(t, 4)) for n, t in by_name.items()),
                               key=lambda p: -p[1]))
-    print(f"== {config} {impl} {mode}: {len(names)} kernels, {row['total_ms']} ms", flush=True)
+    print(f"== {config} {component} {impl} {mode}: {len(names)} kernels, {row['total_ms']} ms", flush=True)
     for n, t in row["kernels"]:
       print(f"  {t:8.4f}  {n[:110]}", flush=True)
     report.append(row)
