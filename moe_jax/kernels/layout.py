@@ -5,7 +5,8 @@ The first launch is `ranks.histogram` (each block's slots per expert). In the se
 program b of the blocks of BS slots:
 - sums the histogram rows: all of them (each expert's count, hence the starts of the
   experts' sorted runs and of their runs of TM-row tiles) and those before block b
-  (the ranks' offsets), a few [chunk, EP] tiles;
+  (the ranks' offsets), a few [chunk, EP] tiles (or reads both from an XLA prefix over
+  the blocks where they are many: `ranks.block_sums`);
 - ranks its slots as `ranks._rank_kernel` does and writes, for each, its rank and its
   buffer row (slot order), and at its sorted index the slot, its expert and its row
   (scatters of a permutation: no two programs write one address);
@@ -49,14 +50,15 @@ def _layout_kernel(ids_ref, hist_ref, position_ref, counts_ref, order_ref, sorte
                    sorted_row_ref, gather_ref, combine_ref, tile_expert_ref, tile_fill_ref, *,
                    num_slots: int, num_experts: int, num_blocks: int, block: int,
                    experts_p2: int, chunk: int, capacity: int | None, tile_rows: int,
-                   num_tiles: int, row_block: int, tile_block: int):
-  """Refs: ids [M], hist [blocks * EP]; out: position, counts [E], sort_order,
+                   num_tiles: int, row_block: int, tile_block: int, scanned: bool):
+  """Refs: ids [M], hist (`ranks.block_sums`); out: position, counts [E], sort_order,
   sorted_experts, sorted_row [M], gather_slot [R], combine_index [M], tile_expert,
   tile_fill [num_tiles]."""
   b = pl.program_id(0)
   experts = jnp.arange(experts_p2, dtype=jnp.int32)
   before, counts = _ranks.sum_histogram(hist_ref, b, num_blocks=num_blocks,
-                                        experts_p2=experts_p2, chunk=chunk, total=True)
+                                        experts_p2=experts_p2, chunk=chunk, total=True,
+                                        scanned=scanned)
   kept = counts if capacity is None else jnp.minimum(counts, capacity)  # [EP]
   expert_tiles = jax.lax.div(kept + tile_rows - 1, tile_rows)
   tile_end = jnp.cumsum(expert_tiles, axis=0)  # [EP]; columns past E repeat the total
@@ -111,16 +113,17 @@ def _layout_kernel(ids_ref, hist_ref, position_ref, counts_ref, order_ref, sorte
 
 
 @functools.partial(jax.jit, static_argnames=("num_experts", "capacity", "tile_rows",
-                                             "num_tiles", "config", "interpret"))
+                                             "num_tiles", "config", "interpret", "scan_above"))
 def grouped_layout(expert_ids: jax.Array, *, num_experts: int, capacity: int | None,
-                   tile_rows: int, num_tiles: int, config: BlockConfig,
-                   interpret: bool) -> GroupedLayout:
+                   tile_rows: int, num_tiles: int, config: BlockConfig, interpret: bool,
+                   scan_above: int = _ranks.SCAN_ABOVE) -> GroupedLayout:
   """Builds and runs the histogram and layout kernels; inputs are validated by the API.
 
   Args:
     expert_ids: [M] int32 in [0, E).
     num_experts: E; capacity: C or None; tile_rows: TM; num_tiles: the static tile count.
     config: as for `ranks.expert_ranks` (BS slots per program, EP one-hot columns).
+    scan_above: see `ranks.block_sums`.
 
   Returns:
     `reference.GroupedLayout`, the same values as `reference.grouped_layout`.
@@ -129,19 +132,19 @@ def grouped_layout(expert_ids: jax.Array, *, num_experts: int, capacity: int | N
   block, ep = config.block_rows, config.block_h
   num_blocks = pl.cdiv(num_slots, block)
   num_rows = num_tiles * tile_rows
-  hist = _ranks.histogram(expert_ids, config, interpret)
+  hist, scanned = _ranks.block_sums(expert_ids, config, interpret, scan_above)
   m, r, nt = (jax.ShapeDtypeStruct((n,), jnp.int32) for n in (num_slots, num_rows, num_tiles))
   whole = _ranks.whole
   params = dict(num_slots=num_slots, num_experts=num_experts, num_blocks=num_blocks,
                 block=block, experts_p2=ep, chunk=_ranks.histogram_chunk(num_blocks, ep),
                 capacity=capacity, tile_rows=tile_rows, num_tiles=num_tiles,
                 row_block=next_power_of_two(pl.cdiv(num_rows, num_blocks)),
-                tile_block=next_power_of_two(pl.cdiv(num_tiles, num_blocks)))
+                tile_block=next_power_of_two(pl.cdiv(num_tiles, num_blocks)), scanned=scanned)
   out = pl.pallas_call(
       functools.partial(_layout_kernel, **params),
       out_shape=(m, jax.ShapeDtypeStruct((num_experts,), jnp.int32), m, m, m, r, m, nt, nt),
       grid=(num_blocks,),
-      in_specs=[whole(num_slots), whole(num_blocks * ep)],
+      in_specs=[whole(num_slots), whole(hist.shape[0])],
       out_specs=tuple(whole(s) for s in (num_slots, num_experts, num_slots, num_slots,
                                          num_slots, num_rows, num_slots, num_tiles,
                                          num_tiles)),

@@ -5,12 +5,13 @@ up to a power of two):
 - `_histogram_kernel`: program b writes its block's count of every expert, one
   [BS, EP] one-hot summed down the slots, to row b of a [blocks, EP] histogram.
 - `_rank_kernel`: program b sums the histogram rows before its own (a few
-  [chunk, EP] tiles), then ranks its own slots with an inclusive cumsum of their
-  one-hot down the slots; the last program also writes each expert's total.
+  [chunk, EP] tiles; where the blocks are so many that this would add up to more than
+  `SCAN_ABOVE` entries, it reads its row of an XLA prefix over the blocks instead),
+  then ranks its own slots with an inclusive cumsum of their one-hot down the slots;
+  the last program also writes each expert's total.
 Together they replace XLA's stable argsort (six kernels at gpt-oss-20b's M = 16384), its
 bincount and the scatter that turns the sort back into slot order (bench/NOTES.md,
-variants 21 and 23). Every program's work is bounded: no program walks the earlier
-blocks one by one.
+variants 21 and 23). No program walks the earlier blocks one by one.
 """
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ from moe_jax.kernels.block_config import BlockConfig, next_power_of_two
 
 KERNEL_NAME = "moe_expert_ranks"
 HISTOGRAM_NAME = "moe_expert_histogram"
+# Histogram entries all programs together may sum (~blocks^2 * EP) before the second
+# launch reads an XLA prefix over the blocks instead (`block_sums`). 2^26 keeps the
+# measured shapes on the in-kernel sums (routing-bench: 512 blocks of 64 slots at EP =
+# 128, 2^25) and moves sonic-large (4096 blocks at EP = 256, 2^32, ~17 GB of L2 reads
+# summed in-kernel) to the prefix.
+SCAN_ABOVE = 1 << 26
 # Elements of a program's [BS, EP] one-hot block (and of the rank kernel's histogram
 # tile), and the bounds on BS.
 _BLOCK_ELEMENTS = 8192
@@ -85,6 +92,25 @@ def histogram(expert_ids: jax.Array, config: BlockConfig, interpret: bool) -> ja
   )(expert_ids)
 
 
+def block_sums(expert_ids: jax.Array, config: BlockConfig, interpret: bool,
+               scan_above: int) -> tuple[jax.Array, bool]:
+  """(hist, scanned): what the second launch reads to know the slots before its block.
+
+  The [blocks * EP] histogram, which each program then sums itself (all programs
+  together read ~blocks^2 * EP entries); or, where that is more than `scan_above`,
+  its exclusive prefix over the blocks with the totals as one more row
+  ([(blocks + 1) * EP], one XLA cumsum), of which each program reads one or two rows.
+  """
+  hist = histogram(expert_ids, config, interpret)
+  ep = config.block_h
+  num_blocks = hist.shape[0] // ep
+  if num_blocks * num_blocks * ep <= scan_above:
+    return hist, False
+  rows = hist.reshape(num_blocks, ep)
+  inclusive = jnp.cumsum(rows, axis=0, dtype=jnp.int32)
+  return jnp.concatenate([inclusive - rows, inclusive[-1:]]).reshape(-1), True
+
+
 def whole(n: int) -> pl.BlockSpec:
   """The whole [n] array in every program (the kernels index it themselves)."""
   return pl.BlockSpec((n,), lambda b: (0,))
@@ -96,14 +122,17 @@ def triton_params(config: BlockConfig):
 
 
 def sum_histogram(hist_ref, b, *, num_blocks: int, experts_p2: int, chunk: int,
-                  total: bool) -> tuple[jax.Array, jax.Array | None]:
+                  total: bool, scanned: bool) -> tuple[jax.Array, jax.Array | None]:
   """([EP] the histogram rows before block b summed, [EP] all rows summed or None).
 
-  A loop over [chunk, EP] tiles of the rows it needs: those before b, or all of them
-  when `total`.
+  From a scanned histogram (`block_sums`), rows b and `num_blocks`; else a loop over
+  [chunk, EP] tiles of the rows it needs: those before b, or all of them when `total`.
   """
   experts = jnp.arange(experts_p2, dtype=jnp.int32)
   zeros = jnp.zeros((experts_p2,), jnp.int32)
+  if scanned:
+    row = lambda i: _compat.load(hist_ref.at[pl.ds(i * experts_p2, experts_p2)])  # noqa: E731
+    return row(b), row(num_blocks) if total else None
 
   def add_rows(c, acc):
     rows = c * chunk + jnp.arange(chunk, dtype=jnp.int32)
@@ -127,12 +156,13 @@ def block_ranks(own: jax.Array, before: jax.Array) -> jax.Array:
 
 
 def _rank_kernel(ids_ref, hist_ref, position_ref, counts_ref, *, num_slots: int,
-                 num_experts: int, num_blocks: int, block: int, experts_p2: int, chunk: int):
-  """Refs: ids [M], hist [blocks * EP], position [M], counts [E] (the last program)."""
+                 num_experts: int, num_blocks: int, block: int, experts_p2: int, chunk: int,
+                 scanned: bool):
+  """Refs: ids [M], hist (`block_sums`), position [M], counts [E] (the last program)."""
   b = pl.program_id(0)
   experts = jnp.arange(experts_p2, dtype=jnp.int32)
   before, _ = sum_histogram(hist_ref, b, num_blocks=num_blocks, experts_p2=experts_p2,
-                            chunk=chunk, total=False)
+                            chunk=chunk, total=False, scanned=scanned)
   slots, own = onehot_block(ids_ref, b, num_slots=num_slots, block=block,
                             experts_p2=experts_p2)
   _tiles.store(position_ref.at[slots], block_ranks(own, before), slots < num_slots)
@@ -142,9 +172,10 @@ def _rank_kernel(ids_ref, hist_ref, position_ref, counts_ref, *, num_slots: int,
     _tiles.store(counts_ref.at[experts], before + jnp.sum(own, axis=0), experts < num_experts)
 
 
-@functools.partial(jax.jit, static_argnames=("num_experts", "config", "interpret"))
+@functools.partial(jax.jit, static_argnames=("num_experts", "config", "interpret",
+                                             "scan_above"))
 def expert_ranks(expert_ids: jax.Array, *, num_experts: int, config: BlockConfig,
-                 interpret: bool) -> tuple[jax.Array, jax.Array]:
+                 interpret: bool, scan_above: int = SCAN_ABOVE) -> tuple[jax.Array, jax.Array]:
   """Builds and runs the two kernels; inputs are validated by the API.
 
   Args:
@@ -153,6 +184,7 @@ def expert_ranks(expert_ids: jax.Array, *, num_experts: int, config: BlockConfig
     config: block_rows = BS slots per program, block_h = EP >= E one-hot columns
       (a power of two), Triton's warps and stages (the latter pipeline the rank
       kernel's loop over the histogram).
+    scan_above: see `block_sums`.
 
   Returns:
     (position [M] int32, counts [E] int32), as `reference.expert_ranks`.
@@ -160,15 +192,15 @@ def expert_ranks(expert_ids: jax.Array, *, num_experts: int, config: BlockConfig
   (num_slots,) = expert_ids.shape
   block, ep = config.block_rows, config.block_h
   num_blocks = pl.cdiv(num_slots, block)
-  hist = histogram(expert_ids, config, interpret)
+  hist, scanned = block_sums(expert_ids, config, interpret, scan_above)
   return pl.pallas_call(
       functools.partial(_rank_kernel, num_slots=num_slots, num_experts=num_experts,
                         num_blocks=num_blocks, block=block, experts_p2=ep,
-                        chunk=histogram_chunk(num_blocks, ep)),
+                        chunk=histogram_chunk(num_blocks, ep), scanned=scanned),
       out_shape=(jax.ShapeDtypeStruct((num_slots,), jnp.int32),
                  jax.ShapeDtypeStruct((num_experts,), jnp.int32)),
       grid=(num_blocks,),
-      in_specs=[whole(num_slots), whole(num_blocks * ep)],
+      in_specs=[whole(num_slots), whole(hist.shape[0])],
       out_specs=(whole(num_slots), whole(num_experts)),
       compiler_params=triton_params(config),
       interpret=interpret,

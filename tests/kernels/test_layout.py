@@ -4,11 +4,13 @@ The oracle walks the slots in order (ranks by counting, no sort), then lays the 
 kept slots out tile by tile with Python loops: it shares no code or formula with the
 "xla" implementation's argsort, cumsums and scatters.
 """
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from moe_jax.kernels import BlockConfig, grouped_layout
+from moe_jax import _compat
+from moe_jax.kernels import BlockConfig, grouped_layout, layout, ranks
 from moe_jax.kernels.layout import max_tiles
 
 from ._support import Twin
@@ -92,6 +94,29 @@ class Layout(Twin):
     for name, value in want.items():
       np.testing.assert_array_equal(getattr(got, name), value, err_msg=name)
 
+  @pytest.mark.parametrize("m,e,capacity,tm,how", [CASES[0], CASES[4], CASES[6]])
+  def test_scanned_histogram(self, m, e, capacity, tm, how):
+    """Past `ranks.SCAN_ABOVE` the layout kernel reads an XLA prefix over the blocks
+    and the totals instead of summing the histogram: forced here with scan_above=0."""
+    ids = _ids(m, e, how, seed=5)
+    num_tiles = max_tiles(m, e, capacity, tm)
+    got = layout.grouped_layout(
+        jnp.asarray(ids), num_experts=e, capacity=capacity, tile_rows=tm,
+        num_tiles=num_tiles, config=ranks.default_ranks_config(e),
+        interpret=self.INTERPRET, scan_above=0)
+    for name, value in _np_layout(ids, e, capacity, tm, num_tiles).items():
+      np.testing.assert_array_equal(getattr(got, name), value, err_msg=name)
+
+  def test_vmap(self):
+    """vmap adds a grid axis in front: the program ids must follow it."""
+    ids = np.stack([_ids(300, 7, how, seed) for seed, how in enumerate(("uniform", "skew"))])
+    num_tiles = max_tiles(300, 7, 30, 16)
+    got = jax.vmap(lambda i: self.pallas(grouped_layout, i, num_experts=7, capacity=30,
+                                         tile_rows=16, num_tiles=num_tiles))(jnp.asarray(ids))
+    for b in range(2):
+      for name, value in _np_layout(ids[b], 7, 30, 16, num_tiles).items():
+        np.testing.assert_array_equal(getattr(got, name)[b], value, err_msg=name)
+
 
 @pytest.mark.gpu
 class TestLayoutGpu(Layout):
@@ -100,6 +125,22 @@ class TestLayoutGpu(Layout):
 
 class TestLayoutInterpret(Layout):
   INTERPRET = True
+
+
+@pytest.mark.skipif(
+    not (_compat.CAN_LOWER_TRITON_WITHOUT_GPU or jax.default_backend() == "gpu"),
+    reason="this jaxlib compiles Triton IR at lowering time, which needs a GPU",
+)
+@pytest.mark.parametrize("scan_above", [ranks.SCAN_ABOVE, 0])
+def test_lowers_through_triton(scan_above):
+  """Both ways of reading the slots before a block (summed in-kernel, or an XLA scan)."""
+  config = ranks.default_ranks_config(32)
+  text = _compat.lower_for_cuda(
+      lambda i: layout.grouped_layout(i, num_experts=32, capacity=640, tile_rows=128,
+                                      num_tiles=159, config=config, interpret=False,
+                                      scan_above=scan_above),
+      jnp.zeros((16384,), jnp.int32))
+  assert layout.KERNEL_NAME in text and ranks.HISTOGRAM_NAME in text
 
 
 @pytest.mark.parametrize("m,e,capacity,tm,how", CASES[:6])

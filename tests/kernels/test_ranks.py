@@ -75,6 +75,18 @@ class Ranks(Twin):
     np.testing.assert_array_equal(position, want_position)
     np.testing.assert_array_equal(counts, want_counts)
 
+  @pytest.mark.parametrize("m,e,how", [CASES[0], CASES[3], CASES[5]])
+  def test_scanned_histogram(self, m, e, how):
+    """Past `ranks.SCAN_ABOVE` the rank kernel reads an XLA prefix over the blocks
+    instead of summing the histogram: forced here with scan_above=0."""
+    ids = _ids(m, e, how, seed=4)
+    position, counts = ranks.expert_ranks(
+        jnp.asarray(ids), num_experts=e, config=ranks.default_ranks_config(e),
+        interpret=self.INTERPRET, scan_above=0)
+    want_position, want_counts = _np_ranks(ids, e)
+    np.testing.assert_array_equal(position, want_position)
+    np.testing.assert_array_equal(counts, want_counts)
+
   def test_vmap(self):
     """vmap adds a grid axis in front: the kernel's program ids must follow it."""
     ids = np.stack([_ids(1500, 7, "uniform", seed) for seed in range(3)])
@@ -114,9 +126,13 @@ def test_block_holds_about_8k_onehot_entries():
     not (_compat.CAN_LOWER_TRITON_WITHOUT_GPU or jax.default_backend() == "gpu"),
     reason="this jaxlib compiles Triton IR at lowering time, which needs a GPU",
 )
-def test_lowers_through_triton():
+@pytest.mark.parametrize("scan_above", [ranks.SCAN_ABOVE, 0])
+def test_lowers_through_triton(scan_above):
+  """Both ways of reading the slots before a block (summed in-kernel, or an XLA scan)."""
+  config = ranks.default_ranks_config(32)
   text = _compat.lower_for_cuda(
-      lambda i: expert_ranks(i, 32, implementation="pallas", interpret=False),
+      lambda i: ranks.expert_ranks(i, num_experts=32, config=config, interpret=False,
+                                   scan_above=scan_above),
       jnp.zeros((16384,), jnp.int32))
   assert ranks.KERNEL_NAME in text and ranks.HISTOGRAM_NAME in text
 
