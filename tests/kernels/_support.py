@@ -10,6 +10,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+
+from moe_jax import _compat
 
 # (rtol, atol, reason) of combine_rows against float64, keyed by output dtype. Inputs
 # are exact in float64, so only the kernel's own roundings count.
@@ -21,6 +24,14 @@ TOLERANCES = {
 # products errs by at most ~log2(H) * 2^-24 of that magnitude in a tree reduction
 # (the kernel) and H * 2^-24 in a serial one; 2e-6 covers H <= 4096 tree-wise.
 SLOT_DOT_RTOL = 2e-6
+
+
+# Tests that lower a kernel to Triton IR: on a CPU host only where this jaxlib hands
+# the IR to XLA as bytes (`_compat.CAN_LOWER_TRITON_WITHOUT_GPU`).
+lowers_triton = pytest.mark.skipif(
+    not (_compat.CAN_LOWER_TRITON_WITHOUT_GPU or jax.default_backend() == "gpu"),
+    reason="this jaxlib compiles Triton IR at lowering time, which needs a GPU",
+)
 
 
 @functools.lru_cache(maxsize=None)

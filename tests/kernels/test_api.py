@@ -20,7 +20,7 @@ from moe_jax.kernels import (
     tile_glu_grad,
 )
 
-from ._support import Twin, bits, normal, np_combine, random_index
+from ._support import Twin, bits, lowers_triton, normal, np_combine, random_index
 
 N, T, H, K = 6, 10, 200, 2
 
@@ -118,10 +118,7 @@ class TestDispatchInterpret(Dispatch):
   INTERPRET = True
 
 
-@pytest.mark.skipif(
-    not (_compat.CAN_LOWER_TRITON_WITHOUT_GPU or jax.default_backend() == "gpu"),
-    reason="this jaxlib compiles Triton IR at lowering time, which needs a GPU",
-)
+@lowers_triton
 @pytest.mark.parametrize("op,name,args", OPS)
 @pytest.mark.parametrize("h", [2880, 100])
 def test_lowers_through_triton(op, name, args, h):

@@ -13,7 +13,7 @@ from moe_jax import _compat
 from moe_jax.kernels import BlockConfig, grouped_layout, layout, ranks
 from moe_jax.kernels.layout import max_tiles
 
-from ._support import Twin
+from ._support import Twin, lowers_triton
 
 
 def _np_layout(ids, num_experts, capacity, tile_rows, num_tiles):
@@ -127,10 +127,7 @@ class TestLayoutInterpret(Layout):
   INTERPRET = True
 
 
-@pytest.mark.skipif(
-    not (_compat.CAN_LOWER_TRITON_WITHOUT_GPU or jax.default_backend() == "gpu"),
-    reason="this jaxlib compiles Triton IR at lowering time, which needs a GPU",
-)
+@lowers_triton
 @pytest.mark.parametrize("scan_above", [ranks.SCAN_ABOVE, 0])
 def test_lowers_through_triton(scan_above):
   """Both ways of reading the slots before a block (summed in-kernel, or an XLA scan)."""

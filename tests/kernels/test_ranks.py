@@ -12,7 +12,7 @@ from moe_jax import _compat
 from moe_jax.kernels import BlockConfig, expert_ranks
 from moe_jax.kernels import ranks
 
-from ._support import Twin
+from ._support import Twin, lowers_triton
 
 
 def _np_ranks(ids, num_experts):
@@ -122,10 +122,7 @@ def test_block_holds_about_8k_onehot_entries():
       (512, 16), (512, 16), (256, 32), (64, 128), (16, 4096)]
 
 
-@pytest.mark.skipif(
-    not (_compat.CAN_LOWER_TRITON_WITHOUT_GPU or jax.default_backend() == "gpu"),
-    reason="this jaxlib compiles Triton IR at lowering time, which needs a GPU",
-)
+@lowers_triton
 @pytest.mark.parametrize("scan_above", [ranks.SCAN_ABOVE, 0])
 def test_lowers_through_triton(scan_above):
   """Both ways of reading the slots before a block (summed in-kernel, or an XLA scan)."""
