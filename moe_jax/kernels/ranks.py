@@ -117,6 +117,7 @@ def whole(n: int) -> pl.BlockSpec:
 
 
 def triton_params(config: BlockConfig):
+  """Triton's launch parameters of both launches, from the ranks config."""
   return _compat.triton_compiler_params(num_warps=config.num_warps,
                                         num_stages=config.num_stages)
 

@@ -136,13 +136,20 @@ def expert_ranks(expert_ids: jax.Array, num_experts: int) -> tuple[jax.Array, ja
   Returns:
     (position [M] int32: how many earlier slots chose the same expert, counts [E] int32).
   """
-  num_slots = expert_ids.shape[0]
+  order, counts, sorted_position = _sort_slots(expert_ids, num_experts)
+  # order is a permutation: the scatter writes each slot once.
+  return jnp.zeros(order.shape[0], jnp.int32).at[order].set(sorted_position), counts
+
+
+def _sort_slots(expert_ids: jax.Array, num_experts: int
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """([M] slot ids sorted by expert, stably; [E] counts; [M] each sorted slot's rank
+  within its expert)."""
   order = jnp.argsort(expert_ids, stable=True)  # [M]
   counts = jnp.bincount(expert_ids, length=num_experts).astype(jnp.int32)  # [E]
   starts = jnp.cumsum(counts, dtype=jnp.int32) - counts  # [E]
-  sorted_position = jnp.arange(num_slots, dtype=jnp.int32) - starts[expert_ids[order]]
-  # order is a permutation: the scatter writes each slot once.
-  return jnp.zeros(num_slots, jnp.int32).at[order].set(sorted_position), counts
+  sorted_position = jnp.arange(order.shape[0], dtype=jnp.int32) - starts[expert_ids[order]]
+  return order, counts, sorted_position
 
 
 class GroupedLayout(NamedTuple):
@@ -184,13 +191,10 @@ def grouped_layout(expert_ids: jax.Array, num_experts: int, capacity: int | None
     num_tiles: static tile count, at least sum_e ceil(min(count_e, C) / TM).
   """
   m = expert_ids.shape[0]
-  position, counts = expert_ranks(expert_ids, num_experts)
-  starts = jnp.cumsum(counts, dtype=jnp.int32) - counts  # [E]
-  rows = jnp.arange(m, dtype=jnp.int32)
-  # starts[e] + position is a permutation of [0, M): the scatter writes each row once.
-  sort_order = jnp.zeros(m, jnp.int32).at[starts[expert_ids] + position].set(rows)  # [M]
+  sort_order, counts, sorted_position = _sort_slots(expert_ids, num_experts)
+  # sort_order is a permutation: the scatter writes each slot once.
+  position = jnp.zeros(m, jnp.int32).at[sort_order].set(sorted_position)  # [M]
   sorted_experts = expert_ids[sort_order]
-  sorted_position = rows - starts[sorted_experts]  # [M], sorted order
   kept = counts if capacity is None else jnp.minimum(counts, capacity)
   expert_tiles = (kept + tile_rows - 1) // tile_rows  # [E]
   tile_end = jnp.cumsum(expert_tiles, dtype=jnp.int32)  # [E]
