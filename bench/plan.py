@@ -16,7 +16,7 @@ FRAMEWORKS = ("torch", "jax")
 # "dropless" (expert-sorted rows: [M, H] in torch, moe_jax's tile layout [R, H]); None
 # for routing.
 JAX_IMPLS: dict[str, tuple[tuple[str, str | None], ...]] = {
-    "routing": (("xla", None),),
+    "routing": (("xla", None), ("pallas", None)),
     "pack": (("xla/binned", "binned"), ("xla/dropless", "dropless"),
              ("pallas/binned", "binned"), ("pallas/dropless", "dropless")),
     "combine": (("xla/binned", "binned"), ("xla/dropless", "dropless"),

@@ -141,7 +141,7 @@ class JaxRunner:
     n = self.n_sets(cfg.num_tokens * cfg.hidden_size * cfg.dtype_bytes)
 
     def routed(x, rw, rb):
-      _, idx, w = route(x, rw, rb, top_k=cfg.top_k, precision=prec)
+      _, idx, w = route(x, rw, rb, top_k=cfg.top_k, precision=prec, implementation=case.impl)
       return w, idx
     if case.mode == "fwd":
       def fn(x, rw, rb):

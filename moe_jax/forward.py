@@ -101,7 +101,7 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
 
   logits, indices, weights = routing.route(
       x2, params.router_weight, params.router_bias, top_k=config.top_k, kind=config.router,
-      normalize_topk=config.normalize_topk, precision=precision)
+      normalize_topk=config.normalize_topk, precision=precision, implementation=impl)
   meta = layer_dispatch(indices, config)
   rows = binned.binned_gather(x2, meta, implementation=impl)  # [E, C, H] or [R, H]
   mlp_kwargs = dict(activation=config.activation, alpha=config.swiglu_alpha,

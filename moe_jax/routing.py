@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from moe_jax import kernels
 from moe_jax.config import ROUTERS, check_choice
 
 
@@ -16,6 +17,7 @@ def route(
     kind: str = "gpt_oss",
     normalize_topk: bool = True,
     precision: jax.lax.Precision | None = None,
+    implementation: str | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Chooses K experts per token.
 
@@ -32,6 +34,10 @@ def route(
       normalize_topk (Mixtral, Qwen-MoE).
     normalize_topk: see kind.
     precision: matmul precision of the router GEMM.
+    implementation: of the "gpt_oss" router's bias, top-k and softmax
+      (`kernels.top_k_softmax`): "xla", "pallas" (one kernel) or None for the best on
+      this backend. "softmax_topk" always runs XLA: it ranks the probabilities, whose
+      rounding could tie two different logits, so its order is XLA's softmax's.
 
   Returns:
     logits [T, E] float32, expert indices [T, K] int32 (ties go to the lower
@@ -42,17 +48,16 @@ def route(
   if not 1 <= top_k <= num_experts:
     raise ValueError(f"top_k must be in [1, E={num_experts}], got {top_k}")
   logits = jnp.einsum("th,eh->te", x, router_weight.astype(x.dtype),
-                      precision=precision, preferred_element_type=jnp.float32)
-  logits = logits + router_bias.astype(jnp.float32)[None, :]  # [T, E]
+                      precision=precision, preferred_element_type=jnp.float32)  # [T, E]
+  bias = router_bias.astype(jnp.float32)
   if kind == "gpt_oss":
-    # lax.top_k returns equal values in increasing index order.
-    top_vals, indices = jax.lax.top_k(logits, top_k)  # [T, K]
-    weights = jax.nn.softmax(top_vals, axis=-1)
-  else:
-    probs = jax.nn.softmax(logits, axis=-1)
-    weights, indices = jax.lax.top_k(probs, top_k)
-    if normalize_topk:
-      weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
+    # Equal values go to the lower index in both implementations.
+    return kernels.top_k_softmax(logits, bias, top_k=top_k, implementation=implementation)
+  logits = logits + bias[None, :]
+  probs = jax.nn.softmax(logits, axis=-1)
+  weights, indices = jax.lax.top_k(probs, top_k)
+  if normalize_topk:
+    weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
   return logits, indices.astype(jnp.int32), weights
 
 

@@ -53,7 +53,7 @@ def weights_at(logits: jax.Array, indices: jax.Array, router: str, normalize_top
 
 def _route(params: MoEParams, x: jax.Array, config, inject: str | None):
   kwargs = dict(top_k=config.top_k, kind=config.router, normalize_topk=config.normalize_topk,
-                precision=config.lax_precision)
+                precision=config.lax_precision, implementation=config.implementation)
   if inject != "tie_break":
     return route(x, params.router_weight, params.router_bias, **kwargs)
   # Reversed expert order: lax.top_k then prefers the higher original index on ties.

@@ -23,6 +23,8 @@
 - `grouped_layout(expert_ids [M], E, capacity=, tile_rows=, num_tiles=)`: the counting
   sort and the whole grouped layout of the dispatch (`reference.GroupedLayout`;
   `api_ranks.py`, `layout.py`).
+- `top_k_softmax(logits [T,E], bias [E], top_k=K) -> (logits + bias, indices [T,K],
+  weights [T,K])`: the GPT-OSS router after its GEMM (`api_topk.py`, `topk.py`).
 - `gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM]) -> [R,I]`: `gmm`
   then `tile_glu` in one op; on a Hopper GPU one Mosaic GPU kernel with the GLU in
   its epilogue, so the [R, 2I] products never reach HBM.
@@ -78,6 +80,7 @@ from moe_jax.kernels.api import (
     tgmm,
 )
 from moe_jax.kernels.api_ranks import expert_ranks, grouped_layout
+from moe_jax.kernels.api_topk import top_k_softmax
 from moe_jax.kernels.api_glu import default_glu_config, gmm_glu, tile_glu, tile_glu_grad
 from moe_jax.kernels.block_config import BlockConfig, MatmulConfig, default_config
 
@@ -101,4 +104,5 @@ __all__ = [
     "tgmm",
     "tile_glu",
     "tile_glu_grad",
+    "top_k_softmax",
 ]

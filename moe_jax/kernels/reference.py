@@ -126,6 +126,25 @@ def slot_dots(src: jax.Array, index: jax.Array, g: jax.Array) -> jax.Array:
   return jnp.where(valid, jnp.sum(prod, axis=-1), 0.0)
 
 
+def top_k_softmax(logits: jax.Array, bias: jax.Array, top_k: int
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The GPT-OSS router after its GEMM: bias, top-K, softmax over the K values.
+
+  Args:
+    logits: [T, E] float32 router logits before the bias.
+    bias: [E] float32.
+    top_k: K.
+
+  Returns:
+    (logits + bias [T, E] f32; indices [T, K] int32 of the K largest in decreasing
+    order, equal values in increasing index order, NaNs and signed zeros placed by
+    IEEE total order as `lax.top_k` places them; weights [T, K] f32, their softmax).
+  """
+  z = logits + bias[None, :]  # [T, E]
+  values, indices = jax.lax.top_k(z, top_k)  # [T, K]
+  return z, indices.astype(jnp.int32), jax.nn.softmax(values, axis=-1)
+
+
 def expert_ranks(expert_ids: jax.Array, num_experts: int) -> tuple[jax.Array, jax.Array]:
   """Each slot's stable rank among the slots of its expert, and each expert's count.
 

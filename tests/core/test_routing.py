@@ -10,14 +10,17 @@ from tests.core.reference import route_np
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
 @pytest.mark.parametrize("kind,normalize", [("gpt_oss", True), ("softmax_topk", True),
                                             ("softmax_topk", False)])
-def test_route_matches_float64(kind, normalize):
+def test_route_matches_float64(kind, normalize, implementation):
+  """"pallas" runs the top-k kernel (interpreted off a GPU) for "gpt_oss" only."""
   rng = np.random.default_rng(0)
   x, w, b = rng.normal(size=(37, 24)), rng.normal(size=(8, 24)), rng.normal(size=8)
   logits, idx, wts = route(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32),
                            jnp.asarray(b, jnp.float32), top_k=3, kind=kind,
-                           normalize_topk=normalize, precision=HIGHEST)
+                           normalize_topk=normalize, precision=HIGHEST,
+                           implementation=implementation)
   ref_logits, ref_idx, ref_w = route_np(x, w, b, 3, kind, normalize)
   assert idx.dtype == jnp.int32 and logits.dtype == jnp.float32
   np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
@@ -25,10 +28,12 @@ def test_route_matches_float64(kind, normalize):
   np.testing.assert_allclose(wts, ref_w, rtol=1e-5, atol=1e-6)
 
 
-def test_ties_go_to_lower_index():
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
+def test_ties_go_to_lower_index(implementation):
   # Zero weights and a bias with exact ties: experts 1, 2, 4 tie at the top.
   b = jnp.array([0.0, 2.0, 2.0, -1.0, 2.0, 0.5])
-  _, idx, wts = route(jnp.ones((4, 3)), jnp.zeros((6, 3)), b, top_k=2)
+  _, idx, wts = route(jnp.ones((4, 3)), jnp.zeros((6, 3)), b, top_k=2,
+                      implementation=implementation)
   np.testing.assert_array_equal(idx, np.tile([1, 2], (4, 1)))
   np.testing.assert_allclose(wts, 0.5)
 

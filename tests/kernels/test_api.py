@@ -18,6 +18,7 @@ from moe_jax.kernels import (
     slot_dots,
     tile_glu,
     tile_glu_grad,
+    top_k_softmax,
 )
 
 from ._support import Twin, bits, lowers_triton, normal, np_combine, random_index
@@ -39,8 +40,8 @@ ROW_OPS = [
         lambda h=H: (normal(0, (N, h), jnp.bfloat16), random_index(1, (T, K), N),
                      normal(2, (T, h), jnp.bfloat16)), id="slot_dots"),
 ]
-# The tile layout's bias + GLU and its gradient (no index operand), and the dispatch's
-# counting sort (no rows at all: the H of `args` is unused).
+# The tile layout's bias + GLU and its gradient (no index operand), the dispatch's
+# counting sort and the router's top-k (no rows at all: the H of `args` is unused).
 OPS = ROW_OPS + [
     pytest.param(
         functools.partial(expert_ranks, num_experts=5),
@@ -51,6 +52,10 @@ OPS = ROW_OPS + [
                           num_tiles=5),
         ("moe_expert_histogram", "moe_grouped_layout"),
         lambda h=H: (random_index(3, (T * K,), 5, p_empty=0.0),), id="grouped_layout"),
+    pytest.param(
+        functools.partial(top_k_softmax, top_k=3), "moe_top_k_softmax",
+        lambda h=H: (normal(4, (T, 7), jnp.float32), normal(5, (7,), jnp.float32)),
+        id="top_k_softmax"),
     pytest.param(
         functools.partial(tile_glu, activation="gpt_oss_glu"), "moe_tile_glu",
         lambda h=H: (normal(0, (4 * T, h), jnp.bfloat16), normal(1, (3, h), jnp.float32),
