@@ -63,7 +63,8 @@ class MoEConfig:
     dtype: computation dtype of activations and matmul operands.
     param_dtype: dtype of freshly initialised parameters.
     implementation: "xla", "pallas" or None (pallas on GPU, xla elsewhere) for the
-      gather/scatter ops and the grouped matmuls. With a capacity, "pallas" also runs
+      router's top-k ("gpt_oss"), the dispatch, the gather/scatter ops and the grouped
+      matmuls. With a capacity, "pallas" also runs
       the experts on grouped row tiles of the kept slots where that layout fits in E*C
       rows (`moe_jax.forward.layer_dispatch`); "xla" runs padded [E, C] einsums.
     precision: matmul precision: None, "default", "high" or "highest". fp32 parity

@@ -47,8 +47,9 @@ def _np_softmax(values):
 # router (E = 32, K = 4) over more tokens than one program holds.
 CASES = [(1, 1, 1), (5, 3, 2), (37, 13, 3), (64, 6, 6), (33, 20, 5), (100, 128, 4),
          (300, 32, 4), (70, 40, 8)]
-# A block other than the default: several programs of 16 tokens, a one-hot wider than E.
-CONFIGS = [None, BlockConfig(block_rows=16, block_h=64, num_warps=2, num_stages=1)]
+# A block other than the default (16 tokens, EP = E rounded up): 64 tokens per program,
+# columns well past E, 2 warps.
+CONFIGS = [None, BlockConfig(block_rows=64, block_h=128, num_warps=2, num_stages=1)]
 
 
 def _inputs(t, e, seed=0):
@@ -154,10 +155,11 @@ def test_no_tokens():
 
 
 def test_default_config():
-  assert topk.default_top_k_config(4096, 32) == BlockConfig(block_rows=64, block_h=32,
+  assert topk.default_top_k_config(4096, 32) == BlockConfig(block_rows=16, block_h=32,
                                                             num_warps=4, num_stages=1)
-  assert topk.default_top_k_config(100, 128).block_rows == 16
-  assert topk.default_top_k_config(3, 6).block_rows == 4
+  assert topk.default_top_k_config(100, 130).block_h == 256
+  assert topk.default_top_k_config(3, 6) == BlockConfig(block_rows=4, block_h=8, num_warps=4,
+                                                        num_stages=1)
 
 
 @pytest.mark.parametrize("kwargs,match", [
