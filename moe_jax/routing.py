@@ -44,6 +44,7 @@ def route(
     index), routing weights [T, K] float32.
   """
   check_choice("kind", kind, ROUTERS)
+  kernels.resolve_implementation(implementation)  # an unknown name raises for either kind
   num_experts = router_weight.shape[0]
   if not 1 <= top_k <= num_experts:
     raise ValueError(f"top_k must be in [1, E={num_experts}], got {top_k}")

@@ -47,3 +47,11 @@ def test_bad_top_k(top_k):
 def test_bad_kind():
   with pytest.raises(ValueError, match="kind must be one of .*'gpt_oss'.*got 'mixtral'"):
     route(jnp.ones((2, 3)), jnp.zeros((6, 3)), jnp.zeros(6), top_k=2, kind="mixtral")
+
+
+@pytest.mark.parametrize("kind", ["gpt_oss", "softmax_topk"])
+def test_bad_implementation(kind):
+  with pytest.raises(ValueError, match=r"implementation must be one of \('xla', 'pallas'\) or "
+                     r"None, got 'triton'"):
+    route(jnp.ones((2, 3)), jnp.zeros((6, 3)), jnp.zeros(6), top_k=2, kind=kind,
+          implementation="triton")
