@@ -77,6 +77,18 @@ def _check_config(config: BlockConfig | None) -> None:
     raise ValueError(f"config must be a BlockConfig or None, got {type(config).__name__}")
 
 
+def _expert_columns_config(config: BlockConfig | None, default: BlockConfig, num_experts: int,
+                           why: str) -> BlockConfig:
+  """`config`, checked, or `default`, for kernels that hold all E experts of a row in
+  block_h columns (`why` says what each column is, for the error)."""
+  _check_config(config)
+  config = config or default
+  if config.block_h < num_experts:
+    raise ValueError(f"config.block_h must be >= num_experts={num_experts} ({why}), got "
+                     f"block_h={config.block_h}")
+  return config
+
+
 def gather_rows(
     src: jax.Array,
     index: jax.Array,

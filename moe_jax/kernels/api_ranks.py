@@ -17,7 +17,12 @@ import numpy as np
 from moe_jax.kernels import layout as _layout
 from moe_jax.kernels import ranks as _ranks
 from moe_jax.kernels import reference
-from moe_jax.kernels.api import Implementation, _check_config, _interpret, resolve_implementation
+from moe_jax.kernels.api import (
+    Implementation,
+    _expert_columns_config,
+    _interpret,
+    resolve_implementation,
+)
 from moe_jax.kernels.block_config import BlockConfig
 
 
@@ -117,9 +122,5 @@ def _check_ids(expert_ids: jax.Array, num_experts: int) -> None:
 
 def _ranks_config(config: BlockConfig | None, num_experts: int) -> BlockConfig:
   """The Pallas blocks: `config`, checked, or the default for E."""
-  _check_config(config)
-  config = config or _ranks.default_ranks_config(num_experts)
-  if config.block_h < num_experts:
-    raise ValueError(f"config.block_h must be >= num_experts={num_experts} (one one-hot "
-                     f"column per expert), got block_h={config.block_h}")
-  return config
+  return _expert_columns_config(config, _ranks.default_ranks_config(num_experts), num_experts,
+                                "one one-hot column per expert")

@@ -16,7 +16,12 @@ import numpy as np
 
 from moe_jax.kernels import reference
 from moe_jax.kernels import topk as _topk
-from moe_jax.kernels.api import Implementation, _check_config, _interpret, resolve_implementation
+from moe_jax.kernels.api import (
+    Implementation,
+    _expert_columns_config,
+    _interpret,
+    resolve_implementation,
+)
 from moe_jax.kernels.block_config import BlockConfig
 
 
@@ -74,11 +79,8 @@ def top_k_softmax(
   if impl == "xla":
     run = functools.partial(reference.top_k_softmax, top_k=top_k)
   else:
-    _check_config(config)
-    config = config or _topk.default_top_k_config(num_tokens, num_experts)
-    if config.block_h < num_experts:
-      raise ValueError(f"config.block_h must be >= num_experts={num_experts} (every logit "
-                       f"of a token in one program), got block_h={config.block_h}")
+    config = _expert_columns_config(config, _topk.default_top_k_config(num_tokens, num_experts),
+                                    num_experts, "every logit of a token in one program")
     run = functools.partial(_topk.top_k_softmax, top_k=top_k, config=config,
                             interpret=_interpret(interpret))
   return _routed(run, logits, bias)
