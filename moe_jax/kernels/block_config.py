@@ -126,6 +126,10 @@ class MatmulConfig:
       step is issued; 1 issues the next step first and releases a ring slot one step
       later (the inputs of the running products stay in shared memory). Must be
       below num_stages.
+    cluster_n: Mosaic gmm only: CTAs of a cluster, 1 or 2. At 2, the two CTAs of a
+      cluster take adjacent column blocks of one row tile and each TMA-loads half of
+      the lhs tile, multicast to both (lhs read from L2 once per pair of blocks). An
+      odd count of column blocks makes the last pair compute its block twice.
   """
 
   block_n: int = 128
@@ -135,6 +139,7 @@ class MatmulConfig:
   row_band: int | None = None
   backend: str = "triton"
   mma_in_flight: int = 0
+  cluster_n: int = 1
 
   def __post_init__(self):
     if self.backend not in MATMUL_BACKENDS:
@@ -156,6 +161,11 @@ class MatmulConfig:
     if self.mma_in_flight >= self.num_stages:
       raise ValueError(f"MatmulConfig.mma_in_flight={self.mma_in_flight} must be below "
                        f"num_stages, got num_stages={self.num_stages}")
+    if self.cluster_n not in (1, 2) or isinstance(self.cluster_n, bool):
+      raise ValueError(f"MatmulConfig.cluster_n must be 1 or 2, got {self.cluster_n!r}")
+    if self.cluster_n != 1 and self.backend != "mosaic":
+      raise ValueError(f"MatmulConfig.cluster_n={self.cluster_n} needs backend='mosaic',"
+                       f" got backend={self.backend!r}")
     if self.row_band is not None and (
         not isinstance(self.row_band, int) or isinstance(self.row_band, bool)
         or self.row_band < 1):

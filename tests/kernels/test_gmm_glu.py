@@ -81,15 +81,17 @@ def test_matches_float64(case, implementation, activation):
   _check(fn(x, w, bias, groups, fill), x, w, bias, groups, keep, activation)
 
 
-def _mosaic_config(case):
-  return MatmulConfig(block_n=case[6], block_k=64, num_stages=3, row_band=2, backend="mosaic")
+def _mosaic_config(case, cluster=1):
+  return MatmulConfig(block_n=case[6], block_k=64, num_stages=3, row_band=2, backend="mosaic",
+                      cluster_n=cluster)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("cluster", [1, 2])
 @pytest.mark.parametrize("case", CASES[2:])
-def test_mosaic_matches_float64_and_the_two_ops(case):
+def test_mosaic_matches_float64_and_the_two_ops(case, cluster):
   x, w, bias, groups, fill, keep = _case(*case)
-  config = _mosaic_config(case)
+  config = _mosaic_config(case, cluster)
   fused = jax.jit(lambda *a: gmm_glu(*a, implementation="pallas", config=config, **ACT))
   got = fused(x, w, bias, groups, fill)
   assert mgpu.GMM_GLU_NAME in jax.jit(fused).lower(x, w, bias, groups, fill).as_text()
@@ -104,12 +106,13 @@ def test_mosaic_matches_float64_and_the_two_ops(case):
                              atol=2 ** -7)
 
 
+@pytest.mark.parametrize("cluster", [1, 2])
 @pytest.mark.parametrize("case", CASES[2:])
-def test_mosaic_lowers_for_cuda(case):
+def test_mosaic_lowers_for_cuda(case, cluster):
   """Tracing and Mosaic GPU lowering run on any machine."""
   x, w, bias, groups, fill, _ = _case(*case)
   fn = lambda *a: mgpu.gmm_glu(*a, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
-                               config=_mosaic_config(case), num_sms=132)
+                               config=_mosaic_config(case, cluster), num_sms=132)
   assert mgpu.GMM_GLU_NAME in _compat.lower_for_cuda(fn, x, w, bias, groups, fill)
 
 

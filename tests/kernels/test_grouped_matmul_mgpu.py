@@ -43,20 +43,25 @@ def _operands(case, transpose_rhs, seed):
   return lhs, rhs, jnp.asarray(groups, jnp.int32)
 
 
-def _config(case, stages=4, in_flight=0):
+def _config(case, stages=4, in_flight=0, cluster=1):
   return MatmulConfig(block_n=case[4], block_k=64, num_stages=stages, row_band=case[5],
-                      backend="mosaic", mma_in_flight=in_flight)
+                      backend="mosaic", mma_in_flight=in_flight, cluster_n=cluster)
+
+
+# (mma_in_flight, cluster_n): each knob off its default once. The cluster cases have
+# even (2, 4) and odd (1) counts of column blocks.
+GMM_KNOBS = [(0, 1), (1, 1), (0, 2)]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("in_flight", [0, 1])
+@pytest.mark.parametrize("in_flight, cluster", GMM_KNOBS)
 @pytest.mark.parametrize("out_dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("transpose_rhs", [False, True])
 @pytest.mark.parametrize("case", CASES)
-def test_mosaic_gmm_matches_float64(case, transpose_rhs, out_dtype, in_flight):
+def test_mosaic_gmm_matches_float64(case, transpose_rhs, out_dtype, in_flight, cluster):
   lhs, rhs, groups = _operands(case, transpose_rhs, seed=20)
   lhs = lhs.at[-128:].set(jnp.nan) if case[3][-1] < 0 else lhs  # never read
-  config = _config(case, in_flight=in_flight)
+  config = _config(case, in_flight=in_flight, cluster=cluster)
   got = jax.jit(lambda a, b, t: gmm(a, b, t, transpose_rhs=transpose_rhs, out_dtype=out_dtype,
                                     implementation="pallas", config=config))(lhs, rhs, groups)
   assert got.dtype == out_dtype
@@ -140,13 +145,13 @@ def test_default_config_on_hopper_is_mosaic_and_matches_triton():
   _assert_close(got, _np_gmm, jnp.bfloat16, lhs, rhs, np.asarray(groups))
 
 
-@pytest.mark.parametrize("in_flight", [0, 1])
+@pytest.mark.parametrize("in_flight, cluster", GMM_KNOBS)
 @pytest.mark.parametrize("transpose_rhs", [False, True])
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]])
-def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs, in_flight):
+def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs, in_flight, cluster):
   """Tracing and Mosaic GPU lowering run on any machine: API drift fails here in CI."""
   lhs, rhs, groups = _operands(case, transpose_rhs, seed=0)
-  config = _config(case, in_flight=in_flight)
+  config = _config(case, in_flight=in_flight, cluster=cluster)
   fn = lambda a, b, t: mgpu.gmm(a, b, t, transpose_rhs=transpose_rhs, out_dtype=jnp.bfloat16,
                                 config=config, num_sms=132)
   text = _compat.lower_for_cuda(fn, lhs, rhs, groups)
@@ -206,6 +211,11 @@ def test_mosaic_config_rules_and_errors():
   with pytest.raises(ValueError, match=r"mma_in_flight=1 must be below num_stages, got "
                                        r"num_stages=1"):
     MatmulConfig(backend="mosaic", mma_in_flight=1, num_stages=1)
+  with pytest.raises(ValueError, match=r"cluster_n must be 1 or 2, got 4"):
+    MatmulConfig(backend="mosaic", cluster_n=4)
+  with pytest.raises(ValueError, match=r"cluster_n=2 needs backend='mosaic', got "
+                                       r"backend='triton'"):
+    MatmulConfig(cluster_n=2)
   lhs, rhs, groups = _operands(CASES[0], False, seed=0)
   with pytest.raises(ValueError, match=r"no interpreter: expected interpret=False .* got "
                                        r"interpret=True"):

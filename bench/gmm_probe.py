@@ -1,0 +1,63 @@
+"""Helpers of the grouped-matmul probe scripts under bench/results (GPU only): synthetic
+gpt-oss-20b-like tile layouts, their operands, CUPTI timing and a JSON record log."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+
+
+def layout(e: int, tiles: int, seed: int, lead_unused: int = 0):
+  """([tiles] group, [tiles] fill) int32: 3-5 row tiles per expert, a random fill of the
+  expert's last tile, `lead_unused` unused tiles first and the rest unused last."""
+  rng = np.random.default_rng(seed)
+  groups, fills = [-1] * lead_unused, [0] * lead_unused
+  for g in range(e):
+    n = int(rng.integers(3, 6))
+    for i in range(n):
+      groups.append(g)
+      fills.append(128 if i < n - 1 else int(rng.integers(1, 129)))
+  groups, fills = groups[:tiles], fills[:tiles]
+  while len(groups) < tiles:
+    groups.append(-1)
+    fills.append(0)
+  return jnp.asarray(groups, jnp.int32), jnp.asarray(fills, jnp.int32)
+
+
+def operands(e: int, k: int, n: int, tiles: int, transpose: bool = False, seed: int = 0,
+             lead_unused: int = 0):
+  """(x [tiles*128, K], w [E, K, N] or [E, N, K], bias [E, N], group, fill), bf16."""
+  k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(k1, (tiles * 128, k), jnp.bfloat16)
+  shape = (e, n, k) if transpose else (e, k, n)
+  w = (jax.random.normal(k2, shape, jnp.float32) / np.sqrt(k)).astype(jnp.bfloat16) * 3
+  b = jax.random.normal(k3, (e, n), jnp.float32).astype(jnp.bfloat16)
+  g, f = layout(e, tiles, seed + 1, lead_unused)
+  return x, w, b, g, f
+
+
+def cupti_ms(f, args, reps: int = 3, iterations: int = 10) -> list[float]:
+  """`reps` medians of CUPTI kernel ms over `iterations` calls each, after a warm call."""
+  from jax.experimental.mosaic.gpu import profiler  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(f(*args))
+  out = []
+  for _ in range(reps):
+    _, t = profiler.measure(f, iterations=iterations)(*args)
+    out.append(float(np.median(t)))
+  return out
+
+
+class Log:
+  """Prints each record and rewrites the JSON file after each (a killed run keeps them)."""
+
+  def __init__(self, path: str, **head):
+    self.path, self.out = path, dict(head, rows=[])
+
+  def __call__(self, **record):
+    print(record, flush=True)
+    self.out["rows"].append(record)
+    with open(self.path, "w") as f:
+      json.dump(self.out, f, indent=1)

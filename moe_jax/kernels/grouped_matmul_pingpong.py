@@ -1,0 +1,198 @@
+"""The Mosaic GPU gmm and gmm_glu with a ping-pong schedule (sm_90).
+
+Same contracts as `grouped_matmul_mgpu.gmm` / `gmm_glu`. The cooperative kernel there
+splits each [TM, BN] output tile between its two compute warpgroups, which then run
+the tile's epilogue together while the tensor cores idle. Here each compute warpgroup
+owns whole tiles, taking the CTA's used tiles in turn (the used-tile count's parity),
+so one warpgroup's epilogue runs while the other's main loop has the tensor cores.
+
+One TMA warpgroup walks the CTA's items and fills a ring of `num_stages` slots, in
+item order; a slot's "full" barrier is the owning warpgroup's own (a Pallas barrier
+tracks its phase per waiting thread, so a warpgroup must wait on every phase of the
+barriers it waits on), its "consumed" barrier is shared (only the TMA warpgroup waits
+on it). A compute warpgroup keeps one step's wgmma in flight and releases the slot
+of the step before.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from moe_jax import _compat
+from moe_jax.kernels import grouped_matmul_mgpu as mgpu
+from moe_jax.kernels.block_config import MatmulConfig
+from moe_jax.kernels.grouped_matmul import tile_and_column
+
+GMM_NAME = "moe_gmm_pingpong"
+GMM_GLU_NAME = "moe_gmm_glu_pingpong"
+# Registers per thread of the two compute warpgroups once the TMA one keeps 40
+# (65536 / 128 = 512 per warpgroup-thread in all, rounded down to 8).
+_COMPUTE_REGISTERS = (512 - mgpu._MEMORY_REGISTERS) // 2 // 8 * 8
+
+
+def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int,
+            tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
+            row_band: int, transpose_rhs: bool, epi_n: int, glu: tuple | None = None):
+  """refs as `grouped_matmul_mgpu._kernel`'s."""
+  plgpu = _compat.mosaic_gpu()
+  *glu_refs, out_gmem = refs
+  out_dtype = out_gmem.dtype
+  dtype = lhs_gmem.dtype
+  block_out = block_n // 2 if glu is not None else block_n
+  a_tf = mgpu._transforms(plgpu, dtype, block_k)
+  b_shape = (block_n, block_k) if transpose_rhs else (block_k, block_n)
+  b_tf = a_tf if transpose_rhs else mgpu._transforms(plgpu, dtype, block_n)
+  position = functools.partial(tile_and_column, num_tiles=num_tiles, num_cols=num_cols,
+                               row_band=row_band)
+  scratch = dict(
+      a_smem=plgpu.SMEM((stages, tile_rows, block_k), dtype, transforms=a_tf),
+      b_smem=plgpu.SMEM((stages, *b_shape), dtype, transforms=b_tf),
+      full=plgpu.Barrier(num_arrivals=2, num_barriers=2 * stages),
+      consumed=plgpu.Barrier(num_arrivals=1, num_barriers=stages),
+      out_smem=plgpu.SMEM((2, 2, tile_rows, epi_n), out_dtype,
+                          transforms=mgpu._transforms(plgpu, out_dtype, epi_n)))
+  if glu is not None:
+    scratch["pick_smem"] = plgpu.SMEM((2, 2, 2 * mgpu._GLU_N, mgpu._GLU_N), dtype,
+                                      transforms=mgpu._transforms(plgpu, dtype, mgpu._GLU_N))
+
+  @functools.partial(pl.run_scoped, **scratch, collective_axes="wg")
+  def _scope(a_smem, b_smem, full, consumed, out_smem, pick_smem=None):
+    wg = jax.lax.axis_index("wg")
+
+    def walk(body):
+      """body(t, j, group, owner, first_step) for each of the CTA's items, in order;
+      every warpgroup walks the same items and counts the same ring steps."""
+      @plgpu.nd_loop((num_tiles * num_cols,), collective_axes="sm",
+                     init_carry=(jnp.int32(0), jnp.int32(0)))
+      def _loop(info, carry):
+        step, used = carry
+        (pid,) = info.index
+        t, j = position(pid)
+        group = group_gmem[t]
+        body(t, j, group, used % 2, step)
+        is_used = (group >= 0).astype(jnp.int32)
+        return step + is_used * k_steps, used + is_used
+
+    @pl.when(wg == 2)
+    def _memory():
+      plgpu.set_max_registers(mgpu._MEMORY_REGISTERS, action="decrease")
+
+      def body(t, j, group, owner, first_step):
+        @pl.when(group >= 0)
+        def _():
+          rows = lhs_gmem.at[pl.ds(t * tile_rows, tile_rows)]
+          weights = rhs_gmem.at[group]
+          cols = pl.ds(j * block_n, block_n)
+
+          @pl.loop(0, k_steps)
+          def _(kk):
+            step = first_step + kk
+            slot = step % stages
+
+            @pl.when(step >= stages)
+            def _():
+              plgpu.barrier_wait(consumed.at[slot])
+            ks = pl.ds(kk * block_k, block_k)
+            b_src = weights.at[cols, ks] if transpose_rhs else weights.at[ks, cols]
+            plgpu.copy_gmem_to_smem(rows.at[:, ks], a_smem.at[slot], full.at[owner * stages + slot])
+            plgpu.copy_gmem_to_smem(b_src, b_smem.at[slot], full.at[owner * stages + slot])
+      walk(body)
+
+    @pl.when(wg < 2)
+    def _compute():
+      plgpu.set_max_registers(_COMPUTE_REGISTERS, action="increase")
+      if glu is not None:
+        mgpu._write_pickers(plgpu, pick_smem.at[wg])
+
+      def body(t, j, group, owner, first_step):
+        out_tile = out_gmem.at[pl.ds(t * tile_rows, tile_rows), pl.ds(j * block_out, block_out)]
+        store = functools.partial(mgpu._store, plgpu, out_smem.at[wg], out_tile, block_out, epi_n)
+        mine = owner == wg
+
+        @pl.when(jnp.logical_and(mine, group >= 0))
+        def _():
+          def step_fn(kk, acc):
+            step = first_step + kk
+            slot = step % stages
+            plgpu.barrier_wait(full.at[wg * stages + slot])
+            b = b_smem.at[slot]
+            plgpu.wgmma(acc, a_smem.at[slot], b.transpose((1, 0)) if transpose_rhs else b)
+            plgpu.wgmma_wait(1)  # the step before's products are done: free its slot
+
+            @pl.when(kk > 0)
+            def _():
+              plgpu.barrier_arrive(consumed.at[(step + stages - 1) % stages])
+            return acc
+
+          @functools.partial(pl.run_scoped, acc=plgpu.ACC((tile_rows, block_n), jnp.float32))
+          def _(acc):
+            acc = jax.lax.fori_loop(0, k_steps, step_fn, acc)
+            plgpu.wgmma_wait(0)
+            plgpu.barrier_arrive(consumed.at[(first_step + k_steps - 1) % stages])
+            if glu is None:
+              value = acc[...]
+              store(lambda cs: value[:, cs].astype(out_dtype))
+            else:
+              fill_gmem, gate_gmem, up_gmem = glu_refs
+              bias = tuple(b.at[jnp.maximum(group, 0), pl.ds(j * block_out, block_out)]
+                           for b in (gate_gmem, up_gmem))
+              h = acc[...].astype(dtype)
+              store(functools.partial(mgpu._glu_block, plgpu, pick_smem.at[wg], bias,
+                                      fill_gmem[t], dict(glu), h))
+
+        @pl.when(jnp.logical_and(mine, group < 0))
+        def _():
+          store(lambda cs: jnp.zeros((tile_rows, epi_n), out_dtype))
+      walk(body)
+
+  plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+
+def _params(name, lhs, tile_group, n, config, *, transpose_rhs, out_bytes, glu):
+  params = mgpu._gmm_params(name, lhs, tile_group, n, config, transpose_rhs=transpose_rhs)
+  del params["in_flight"], params["cluster"]
+  item = lhs.dtype.itemsize
+  ring = params["stages"] * (params["tile_rows"] + config.block_n) * config.block_k * item
+  if glu is None:
+    params["epi_n"] = mgpu.epilogue_n(ring, params["tile_rows"], out_bytes)
+  else:
+    params.update(epi_n=mgpu._GLU_N, glu=glu)
+  return params
+
+
+@functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms"))
+def gmm(lhs, rhs, tile_group, *, transpose_rhs: bool, out_dtype, config: MatmulConfig,
+        num_sms: int):
+  """`grouped_matmul_mgpu.gmm` with the ping-pong schedule."""
+  plgpu = _compat.mosaic_gpu()
+  n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
+  params = _params("gmm", lhs, tile_group, n, config, transpose_rhs=transpose_rhs,
+                   out_bytes=jnp.dtype(out_dtype).itemsize, glu=None)
+
+  def moe_gmm_pingpong(*refs):
+    _kernel(*refs, **params)
+  return mgpu._launch(plgpu, moe_gmm_pingpong, (lhs.shape[0], n), out_dtype, num_sms)(
+      tile_group, lhs, rhs)
+
+
+@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms"))
+def gmm_glu(lhs, rhs, bias, tile_group, tile_fill, *, act: tuple, config: MatmulConfig,
+            num_sms: int):
+  """`grouped_matmul_mgpu.gmm_glu` with the ping-pong schedule."""
+  plgpu = _compat.mosaic_gpu()
+  num_rows, n = lhs.shape[0], rhs.shape[2]
+  params = _params("gmm_glu", lhs, tile_group, n, config, transpose_rhs=False,
+                   out_bytes=lhs.dtype.itemsize, glu=act)
+  num_tiles, tile_rows = tile_group.shape[0], params["tile_rows"]
+  padded = params["num_cols"] * config.block_n - n
+  b = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, padded)))
+  fill = (jnp.full((num_tiles,), tile_rows, jnp.int32) if tile_fill is None
+          else tile_fill.astype(jnp.int32))
+
+  def moe_gmm_glu_pingpong(*refs):
+    _kernel(*refs, **params)
+  return mgpu._launch(plgpu, moe_gmm_glu_pingpong, (num_rows, n // 2), lhs.dtype, num_sms)(
+      tile_group, lhs, rhs, fill, b[:, 0::2], b[:, 1::2])
