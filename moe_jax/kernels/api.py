@@ -17,6 +17,7 @@ from moe_jax.kernels import combine as _combine
 from moe_jax.kernels import gather as _gather
 from moe_jax.kernels import grouped_matmul as _grouped_matmul
 from moe_jax.kernels import grouped_matmul_mgpu as _grouped_matmul_mgpu
+from moe_jax.kernels import grouped_matmul_pingpong as _grouped_matmul_pingpong
 from moe_jax.kernels import reference
 from moe_jax.kernels import scatter as _scatter
 from moe_jax.kernels import slot_dot as _slot_dot
@@ -343,13 +344,17 @@ _MAX_ROW_BAND = 16
 
 
 def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
-                   row_band: int | None) -> MatmulConfig | None:
+                   row_band: int | None, glu: bool = False) -> MatmulConfig | None:
   """The Mosaic GPU kernels' tiles for this shape, or None where they do not apply.
 
-  From `bench/results/nvidia-h100-80gb-hbm3/mgpu-sweep/`. gmm: the widest column
-  block that divides N (256, else 192, else 128, else 64), BK = 64, a 3-deep
-  TMA ring at 256 columns (a 4th slot only fits beside a narrowed epilogue, which
-  measured 2x slower), else 4. tgmm: [128, 256] output blocks (narrower where K or N
+  From `bench/results/nvidia-h100-80gb-hbm3/mgpu-sweep/` and, for the schedule,
+  `bench/results/nvidia-h200/pingpong-sweep/`. gmm: the widest column block that
+  divides N (256, else 192, else 128, else 64), BK = 64, a 3-deep TMA ring at 256
+  columns (a 4th slot only fits beside a narrowed epilogue, which measured 2x
+  slower), else 4. Where that block is 192, the ping-pong schedule (2-4% faster at
+  gpt-oss-20b's N = 2880 and 5760); for gmm_glu (`glu`) there it takes 128 columns
+  and a 5-deep ring, since a 192-column GLU epilogue spills registers (3.6% faster
+  than the cooperative 192). tgmm: [128, 256] output blocks (narrower where K or N
   is), 3 stages. No block is wider than its array (see `grouped_matmul_mgpu`).
   """
   if transposed:
@@ -358,16 +363,28 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
     ok = _grouped_matmul_mgpu.tgmm_supports(dtype, k, n, tile_rows, config) is None
   else:
     block_n = next((b for b in (256, 192, 128, 64) if n % b == 0), 64)
-    config = MatmulConfig(block_n=block_n, block_k=64, num_stages=3 if block_n == 256 else 4,
-                          row_band=row_band, backend="mosaic")
+    if block_n == 192:
+      config = MatmulConfig(block_n=128 if glu else 192, block_k=64,
+                            num_stages=5 if glu else 4, row_band=row_band, backend="mosaic",
+                            schedule="pingpong")
+    else:
+      config = MatmulConfig(block_n=block_n, block_k=64, num_stages=3 if block_n == 256 else 4,
+                            row_band=row_band, backend="mosaic")
     ok = _grouped_matmul_mgpu.supports(dtype, k, n, tile_rows, config) is None
   return config if ok else None
+
+
+def mosaic_gmm_kernels(config: MatmulConfig):
+  """The module of the Mosaic GPU gmm and gmm_glu of `config.schedule`."""
+  if config.schedule == "pingpong":
+    return _grouped_matmul_pingpong
+  return _grouped_matmul_mgpu
 
 
 def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
                           transposed: bool = False,
                           tiles_per_expert: int | None = None,
-                          interpret: bool = False) -> MatmulConfig:
+                          interpret: bool = False, glu: bool = False) -> MatmulConfig:
   """Tiles for `gmm` (or, with transposed, `tgmm`) with row tile TM, reduction K, N.
 
   On a Hopper GPU (not interpreting), 16-bit operands with K, N multiples of 64 run
@@ -388,7 +405,8 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   """
   row_band = None if transposed else max(1, min(_MAX_ROW_BAND, tiles_per_expert or 1))
   if not interpret and _compat.is_hopper():
-    config = _mosaic_config(tile_rows, k, n, dtype, transposed=transposed, row_band=row_band)
+    config = _mosaic_config(tile_rows, k, n, dtype, transposed=transposed, row_band=row_band,
+                            glu=glu)
     if config is not None:
       return config
   wide = jnp.dtype(dtype).itemsize >= 4
@@ -508,9 +526,9 @@ def gmm(
       tiles_per_expert=tile_group.shape[0] // rhs.shape[0], interpret=interpret)
   if config.backend == "mosaic":
     _check_mosaic(config, lhs, n, tile_rows, interpret)
-    return _grouped_matmul_mgpu.gmm(lhs, rhs.astype(lhs.dtype), tile_group,
-                                    transpose_rhs=transpose_rhs, out_dtype=out_dtype,
-                                    config=config, num_sms=_compat.num_sms())
+    return mosaic_gmm_kernels(config).gmm(lhs, rhs.astype(lhs.dtype), tile_group,
+                                          transpose_rhs=transpose_rhs, out_dtype=out_dtype,
+                                          config=config, num_sms=_compat.num_sms())
   return _grouped_matmul.gmm(lhs, rhs.astype(lhs.dtype), tile_group,
                              transpose_rhs=transpose_rhs, out_dtype=out_dtype,
                              precision=precision, config=config, interpret=interpret)

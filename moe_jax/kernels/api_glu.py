@@ -16,7 +16,6 @@ import numpy as np
 
 from moe_jax import _compat
 from moe_jax.kernels import glu as _glu
-from moe_jax.kernels import grouped_matmul_mgpu as _grouped_matmul_mgpu
 from moe_jax.kernels import reference
 from moe_jax.kernels.api import (
     Implementation,
@@ -27,6 +26,7 @@ from moe_jax.kernels.api import (
     _interpret,
     default_matmul_config,
     gmm,
+    mosaic_gmm_kernels,
     resolve_implementation,
 )
 from moe_jax.kernels.block_config import BlockConfig, MatmulConfig, next_power_of_two
@@ -231,12 +231,12 @@ def gmm_glu(
   interpret = pallas["interpret"]
   config = config or default_matmul_config(
       tile_rows, lhs.shape[1], rhs.shape[2], lhs.dtype,
-      tiles_per_expert=tile_group.shape[0] // rhs.shape[0], interpret=interpret)
+      tiles_per_expert=tile_group.shape[0] // rhs.shape[0], interpret=interpret, glu=True)
   if config.backend == "mosaic":
     _check_mosaic(config, lhs, rhs.shape[2], tile_rows, interpret)
-    return _grouped_matmul_mgpu.gmm_glu(lhs, rhs.astype(lhs.dtype), bias, tile_group,
-                                        tile_fill, act=act, config=config,
-                                        num_sms=_compat.num_sms())
+    return mosaic_gmm_kernels(config).gmm_glu(lhs, rhs.astype(lhs.dtype), bias, tile_group,
+                                              tile_fill, act=act, config=config,
+                                              num_sms=_compat.num_sms())
   rows = gmm(lhs, rhs, tile_group, precision=precision, implementation="pallas",
              config=config, interpret=interpret)
   return _glu.tile_glu(rows, bias, tile_group, tile_fill, act=act, **pallas)

@@ -95,6 +95,11 @@ def default_config(num_rows: int, h: int, *, tile_elements: int) -> BlockConfig:
 # Kernels of the grouped matmuls: Pallas Triton (any GPU, and the CPU interpreter) or
 # Pallas Mosaic GPU (sm_90: TMA, wgmma, warp specialisation; 16-bit operands).
 MATMUL_BACKENDS = ("triton", "mosaic")
+# How the Mosaic gmm's two compute warpgroups share the work (`MatmulConfig.schedule`).
+MATMUL_SCHEDULES = ("cooperative", "pingpong")
+# Widest ping-pong block: a [128, 256] f32 accumulator per warpgroup spills registers
+# (7x slower on an H200, bench/NOTES.md variant 27).
+_PINGPONG_MAX_BLOCK_N = 192
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -125,11 +130,13 @@ class MatmulConfig:
       when a ring step ends, 0 or 1. 0 waits for each step's products before the next
       step is issued; 1 issues the next step first and releases a ring slot one step
       later (the inputs of the running products stay in shared memory). Must be
-      below num_stages.
-    cluster_n: Mosaic gmm only: CTAs of a cluster, 1 or 2. At 2, the two CTAs of a
-      cluster take adjacent column blocks of one row tile and each TMA-loads half of
-      the lhs tile, multicast to both (lhs read from L2 once per pair of blocks). An
-      odd count of column blocks makes the last pair compute its block twice.
+      below num_stages. Cooperative schedule only.
+    schedule: Mosaic gmm (and gmm_glu) only: "cooperative", the two compute
+      warpgroups split each [TM, BN] tile and run its epilogue together, or
+      "pingpong", each warpgroup owns whole tiles in turn, so that one's epilogue
+      runs under the other's main loop (one wgmma group always in flight). A
+      warpgroup then holds a [TM, BN] f32 accumulator: block_n at most 192 (256
+      spills registers). tgmm always runs cooperative.
   """
 
   block_n: int = 128
@@ -139,7 +146,7 @@ class MatmulConfig:
   row_band: int | None = None
   backend: str = "triton"
   mma_in_flight: int = 0
-  cluster_n: int = 1
+  schedule: str = "cooperative"
 
   def __post_init__(self):
     if self.backend not in MATMUL_BACKENDS:
@@ -161,11 +168,20 @@ class MatmulConfig:
     if self.mma_in_flight >= self.num_stages:
       raise ValueError(f"MatmulConfig.mma_in_flight={self.mma_in_flight} must be below "
                        f"num_stages, got num_stages={self.num_stages}")
-    if self.cluster_n not in (1, 2) or isinstance(self.cluster_n, bool):
-      raise ValueError(f"MatmulConfig.cluster_n must be 1 or 2, got {self.cluster_n!r}")
-    if self.cluster_n != 1 and self.backend != "mosaic":
-      raise ValueError(f"MatmulConfig.cluster_n={self.cluster_n} needs backend='mosaic',"
-                       f" got backend={self.backend!r}")
+    if self.schedule not in MATMUL_SCHEDULES:
+      raise ValueError(f"MatmulConfig.schedule must be one of {MATMUL_SCHEDULES}, got "
+                       f"{self.schedule!r}")
+    if self.schedule == "pingpong":
+      if self.backend != "mosaic":
+        raise ValueError(f"MatmulConfig.schedule='pingpong' needs backend='mosaic', got "
+                         f"backend={self.backend!r}")
+      if self.block_n > _PINGPONG_MAX_BLOCK_N:
+        raise ValueError(f"MatmulConfig.block_n must be <= {_PINGPONG_MAX_BLOCK_N} for "
+                         f"schedule='pingpong' (one warpgroup's accumulator), got "
+                         f"{self.block_n}")
+      if self.mma_in_flight:
+        raise ValueError("MatmulConfig.mma_in_flight must be 0 for schedule='pingpong' (it "
+                         f"always keeps one group in flight), got {self.mma_in_flight}")
     if self.row_band is not None and (
         not isinstance(self.row_band, int) or isinstance(self.row_band, bool)
         or self.row_band < 1):

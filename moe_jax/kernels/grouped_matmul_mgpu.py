@@ -177,33 +177,26 @@ def _glu_block(plgpu, pick_smem, bias, fill, act: dict, h, cs: slice):
   return jnp.where(row < fill, a, 0.0).astype(h.dtype)
 
 
-def _launch(plgpu, body, out_shape: tuple[int, ...], out_dtype, num_sms: int,
-            cluster: int = 1):
-  """A persistent kernel: one CTA of three warpgroups ("wg") per SM, the CTAs in
-  clusters of `cluster` ("cluster") along a grid of num_sms / cluster ("sm")."""
-  extra = {} if cluster == 1 else dict(cluster=(cluster,), cluster_names=("cluster",))
+def _launch(plgpu, body, out_shape: tuple[int, ...], out_dtype, num_sms: int):
+  """A persistent kernel: one CTA of three warpgroups ("wg") per SM ("sm")."""
   return plgpu.kernel(
       body,
       out_type=jax.ShapeDtypeStruct(out_shape, out_dtype),
-      grid=(num_sms // cluster,),
+      grid=(num_sms,),
       grid_names=("sm",),
       num_threads=3,
       thread_name="wg",
       compiler_params=plgpu.CompilerParams(
           lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
-      **extra,
   )
 
 
 def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int,
             tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
-            row_band: int, transpose_rhs: bool, epi_n: int, in_flight: int, cluster: int,
+            row_band: int, transpose_rhs: bool, epi_n: int, in_flight: int,
             glu: tuple | None = None):
   """refs: out [R, N]; or, with `glu` (the activation's hashable items), fill [num_tiles],
-  bias_gate [E, NO], bias_up [E, NO] (f32, NO >= num_cols * BN / 2) and out [R, N / 2].
-
-  With cluster = 2 an item is a row tile and a pair of column blocks, one per CTA of
-  the cluster; the lhs tile is multicast to both (`MatmulConfig.cluster_n`)."""
+  bias_gate [E, NO], bias_up [E, NO] (f32, NO >= num_cols * BN / 2) and out [R, N / 2]."""
   plgpu = _compat.mosaic_gpu()
   *glu_refs, out_gmem = refs
   split_rows = _split_rows(block_n)
@@ -216,8 +209,7 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
     wg_out, block_out = wg_n, block_n
   tf = _transforms(plgpu, lhs_gmem.dtype, block_k)
   a_spec = plgpu.BlockSpec((tile_rows, block_k), lambda kk: (0, kk), transforms=tf,
-                           delay_release=in_flight,
-                           collective_axes=("cluster",) if cluster > 1 else ())
+                           delay_release=in_flight)
   if transpose_rhs:
     b_spec = plgpu.BlockSpec((block_n, block_k), lambda kk: (0, kk), transforms=tf,
                              delay_release=in_flight)
@@ -234,8 +226,7 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
 
   ignore = lambda *_, **__: None
   b_shape_ref = rhs_gmem.at[0]
-  num_items = pl.cdiv(num_cols, cluster)  # column blocks, or pairs of them
-  position = functools.partial(tile_and_column, num_tiles=num_tiles, num_cols=num_items,
+  position = functools.partial(tile_and_column, num_tiles=num_tiles, num_cols=num_cols,
                                row_band=row_band)
 
   scratch = dict(allocs=pipeline(ignore, ignore).get_allocations(lhs_gmem, b_shape_ref),
@@ -254,12 +245,10 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
     if glu is not None:
       pl.when(wg < 2)(lambda: _write_pickers(plgpu, pick_smem.at[wg]))
 
-    @plgpu.nd_loop((num_tiles * num_items,), collective_axes="sm")
+    @plgpu.nd_loop((num_tiles * num_cols,), collective_axes="sm")
     def _loop(info):
       (pid,) = info.index
       t, j = position(pid)
-      if cluster > 1:  # an odd count's last pair computes (and stores) its block twice
-        j = jnp.minimum(j * cluster + jax.lax.axis_index("cluster"), num_cols - 1)
       group = group_gmem[t]
       out_tile = out_gmem.at[pl.ds(t * tile_rows, tile_rows), pl.ds(j * block_out, block_out)]
       out_tile = out_tile.at[wg_rows, wg_out_cols]
@@ -315,7 +304,7 @@ def _gmm_params(name: str, lhs: jax.Array, tile_group: jax.Array, n: int,
   return dict(
       num_tiles=num_tiles, num_cols=pl.cdiv(n, config.block_n), tile_rows=tile_rows,
       block_n=config.block_n, block_k=config.block_k, k_steps=k_steps, stages=stages,
-      in_flight=min(config.mma_in_flight, stages - 1), cluster=config.cluster_n,
+      in_flight=min(config.mma_in_flight, stages - 1),
       row_band=min(config.row_band or num_tiles, num_tiles), transpose_rhs=transpose_rhs)
 
 
@@ -349,8 +338,7 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
 
   def moe_gmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_NAME)
     _kernel(*refs, **params)
-  return _launch(plgpu, moe_gmm_mgpu, (num_rows, n), out_dtype, num_sms, config.cluster_n)(
-      tile_group, lhs, rhs)
+  return _launch(plgpu, moe_gmm_mgpu, (num_rows, n), out_dtype, num_sms)(tile_group, lhs, rhs)
 
 
 @functools.partial(jax.jit, static_argnames=("act", "config", "num_sms"))
@@ -376,27 +364,38 @@ def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Arr
   plgpu = _compat.mosaic_gpu()
   num_rows, n = lhs.shape[0], rhs.shape[2]
   params = _gmm_params("gmm_glu", lhs, tile_group, n, config, transpose_rhs=False)
-  num_tiles, tile_rows = tile_group.shape[0], params["tile_rows"]
-  item = lhs.dtype.itemsize
+  tile_rows = params["tile_rows"]
+  check_glu_smem(config, tile_rows, tile_rows // 2 if _split_rows(config.block_n) else tile_rows,
+                 lhs.dtype.itemsize)
+  params.update(epi_n=_GLU_N, glu=act)
+
+  def moe_gmm_glu_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_GLU_NAME)
+    _kernel(*refs, **params)
+  return _launch(plgpu, moe_gmm_glu_mgpu, (num_rows, n // 2), lhs.dtype, num_sms)(
+      tile_group, lhs, rhs, *glu_operands(bias, tile_group, tile_fill, n, params))
+
+
+def check_glu_smem(config: MatmulConfig, tile_rows: int, staging_rows: int, item: int) -> None:
+  """Raises unless the TMA ring and the GLU epilogue (two double-buffered [staging_rows,
+  _GLU_N] staging blocks, two pairs of column pickers) fit in shared memory."""
   ring = config.num_stages * (tile_rows + config.block_n) * config.block_k * item
-  wg_m = tile_rows // 2 if _split_rows(config.block_n) else tile_rows
-  epilogue = (2 * 2 * wg_m * _GLU_N + 2 * 2 * 2 * _GLU_N * _GLU_N) * item  # staging, pickers
+  epilogue = (2 * 2 * staging_rows * _GLU_N + 2 * 2 * 2 * _GLU_N * _GLU_N) * item
   if ring + epilogue > _SMEM_BYTES:
     raise ValueError(
         f"the Mosaic GPU gmm_glu needs its TMA ring and epilogue in {_SMEM_BYTES} bytes of "
         f"shared memory, got {ring + epilogue} with num_stages={config.num_stages}, "
         f"block_n={config.block_n}, block_k={config.block_k}: use fewer stages")
-  # The epilogue reads each block's bias columns without a bound check: pad to the grid.
-  padded = params["num_cols"] * config.block_n - n
-  b = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, padded)))
-  fill = (jnp.full((num_tiles,), tile_rows, jnp.int32) if tile_fill is None
-          else tile_fill.astype(jnp.int32))
-  params.update(epi_n=_GLU_N, glu=act)
 
-  def moe_gmm_glu_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_GLU_NAME)
-    _kernel(*refs, **params)
-  return _launch(plgpu, moe_gmm_glu_mgpu, (num_rows, n // 2), lhs.dtype, num_sms,
-                 config.cluster_n)(tile_group, lhs, rhs, fill, b[:, 0::2], b[:, 1::2])
+
+def glu_operands(bias, tile_group, tile_fill, n: int, params: dict) -> tuple:
+  """The GLU epilogue's operands after lhs and rhs: ([num_tiles] fill, [E, NO] gate bias,
+  [E, NO] up bias), the biases f32 and padded to the column grid (the epilogue reads
+  each block's bias columns without a bound check)."""
+  padded = params["num_cols"] * params["block_n"] - n
+  b = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, padded)))
+  fill = (jnp.full(tile_group.shape, params["tile_rows"], jnp.int32) if tile_fill is None
+          else tile_fill.astype(jnp.int32))
+  return fill, b[:, 0::2], b[:, 1::2]
 
 
 # Rows of the group per tgmm pipeline step (the reduction dimension of its wgmma).

@@ -152,8 +152,10 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
 
 
 def _params(name, lhs, tile_group, n, config, *, transpose_rhs, out_bytes, glu):
+  """`_kernel`'s static parameters (errors name `name`): the cooperative kernel's, with
+  the epilogue staging a whole tile's rows."""
   params = mgpu._gmm_params(name, lhs, tile_group, n, config, transpose_rhs=transpose_rhs)
-  del params["in_flight"], params["cluster"]
+  del params["in_flight"]
   item = lhs.dtype.itemsize
   ring = params["stages"] * (params["tile_rows"] + config.block_n) * config.block_k * item
   if glu is None:
@@ -166,13 +168,14 @@ def _params(name, lhs, tile_group, n, config, *, transpose_rhs, out_bytes, glu):
 @functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms"))
 def gmm(lhs, rhs, tile_group, *, transpose_rhs: bool, out_dtype, config: MatmulConfig,
         num_sms: int):
-  """`grouped_matmul_mgpu.gmm` with the ping-pong schedule."""
+  """`grouped_matmul_mgpu.gmm` with the ping-pong schedule; inputs are validated by the
+  API (`config.mma_in_flight` does not apply: one wgmma group is always in flight)."""
   plgpu = _compat.mosaic_gpu()
   n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
   params = _params("gmm", lhs, tile_group, n, config, transpose_rhs=transpose_rhs,
                    out_bytes=jnp.dtype(out_dtype).itemsize, glu=None)
 
-  def moe_gmm_pingpong(*refs):
+  def moe_gmm_pingpong(*refs):  # the kernel's name in jaxprs and profiles (GMM_NAME)
     _kernel(*refs, **params)
   return mgpu._launch(plgpu, moe_gmm_pingpong, (lhs.shape[0], n), out_dtype, num_sms)(
       tile_group, lhs, rhs)
@@ -181,18 +184,15 @@ def gmm(lhs, rhs, tile_group, *, transpose_rhs: bool, out_dtype, config: MatmulC
 @functools.partial(jax.jit, static_argnames=("act", "config", "num_sms"))
 def gmm_glu(lhs, rhs, bias, tile_group, tile_fill, *, act: tuple, config: MatmulConfig,
             num_sms: int):
-  """`grouped_matmul_mgpu.gmm_glu` with the ping-pong schedule."""
+  """`grouped_matmul_mgpu.gmm_glu` with the ping-pong schedule; inputs are validated by
+  the API."""
   plgpu = _compat.mosaic_gpu()
   num_rows, n = lhs.shape[0], rhs.shape[2]
   params = _params("gmm_glu", lhs, tile_group, n, config, transpose_rhs=False,
                    out_bytes=lhs.dtype.itemsize, glu=act)
-  num_tiles, tile_rows = tile_group.shape[0], params["tile_rows"]
-  padded = params["num_cols"] * config.block_n - n
-  b = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, padded)))
-  fill = (jnp.full((num_tiles,), tile_rows, jnp.int32) if tile_fill is None
-          else tile_fill.astype(jnp.int32))
+  mgpu.check_glu_smem(config, params["tile_rows"], params["tile_rows"], lhs.dtype.itemsize)
 
-  def moe_gmm_glu_pingpong(*refs):
+  def moe_gmm_glu_pingpong(*refs):  # the kernel's name in jaxprs and profiles (GMM_GLU_NAME)
     _kernel(*refs, **params)
   return mgpu._launch(plgpu, moe_gmm_glu_pingpong, (num_rows, n // 2), lhs.dtype, num_sms)(
-      tile_group, lhs, rhs, fill, b[:, 0::2], b[:, 1::2])
+      tile_group, lhs, rhs, *mgpu.glu_operands(bias, tile_group, tile_fill, n, params))

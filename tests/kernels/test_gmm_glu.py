@@ -19,8 +19,8 @@ import pytest
 
 from moe_jax import _compat
 from moe_jax.kernels import MatmulConfig, gmm, gmm_glu, tile_glu
-from moe_jax.kernels import grouped_matmul_mgpu as mgpu
 from moe_jax.kernels import reference
+from moe_jax.kernels.api import mosaic_gmm_kernels
 
 from ._support import f64
 from .test_glu import GLU_TOLERANCES, np_glu_and_grad
@@ -81,20 +81,23 @@ def test_matches_float64(case, implementation, activation):
   _check(fn(x, w, bias, groups, fill), x, w, bias, groups, keep, activation)
 
 
-def _mosaic_config(case, cluster=1):
-  return MatmulConfig(block_n=case[6], block_k=64, num_stages=3, row_band=2, backend="mosaic",
-                      cluster_n=cluster)
+def _mosaic_config(case, schedule="cooperative"):
+  # A ping-pong warpgroup holds a whole [128, BN] accumulator: BN <= 192.
+  block_n = case[6] if schedule == "cooperative" or case[6] <= 192 else 128
+  return MatmulConfig(block_n=block_n, block_k=64, num_stages=3, row_band=2, backend="mosaic",
+                      schedule=schedule)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("cluster", [1, 2])
+@pytest.mark.parametrize("schedule", ["cooperative", "pingpong"])
 @pytest.mark.parametrize("case", CASES[2:])
-def test_mosaic_matches_float64_and_the_two_ops(case, cluster):
+def test_mosaic_matches_float64_and_the_two_ops(case, schedule):
   x, w, bias, groups, fill, keep = _case(*case)
-  config = _mosaic_config(case, cluster)
+  config = _mosaic_config(case, schedule)
   fused = jax.jit(lambda *a: gmm_glu(*a, implementation="pallas", config=config, **ACT))
   got = fused(x, w, bias, groups, fill)
-  assert mgpu.GMM_GLU_NAME in jax.jit(fused).lower(x, w, bias, groups, fill).as_text()
+  name = mosaic_gmm_kernels(config).GMM_GLU_NAME
+  assert name in jax.jit(fused).lower(x, w, bias, groups, fill).as_text()
   _check(got, x, w, bias, groups, keep)
   # The two ops it replaces, on data without NaN (gmm's h would carry them to the
   # GLU kernel's rows past the fill, which it zeroes too): the same math in f32 and
@@ -106,14 +109,16 @@ def test_mosaic_matches_float64_and_the_two_ops(case, cluster):
                              atol=2 ** -7)
 
 
-@pytest.mark.parametrize("cluster", [1, 2])
+@pytest.mark.parametrize("schedule", ["cooperative", "pingpong"])
 @pytest.mark.parametrize("case", CASES[2:])
-def test_mosaic_lowers_for_cuda(case, cluster):
+def test_mosaic_lowers_for_cuda(case, schedule):
   """Tracing and Mosaic GPU lowering run on any machine."""
   x, w, bias, groups, fill, _ = _case(*case)
-  fn = lambda *a: mgpu.gmm_glu(*a, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
-                               config=_mosaic_config(case, cluster), num_sms=132)
-  assert mgpu.GMM_GLU_NAME in _compat.lower_for_cuda(fn, x, w, bias, groups, fill)
+  config = _mosaic_config(case, schedule)
+  kernels = mosaic_gmm_kernels(config)
+  fn = lambda *a: kernels.gmm_glu(*a, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
+                                  config=config, num_sms=132)
+  assert kernels.GMM_GLU_NAME in _compat.lower_for_cuda(fn, x, w, bias, groups, fill)
 
 
 def test_mosaic_has_no_interpreter():
@@ -123,13 +128,18 @@ def test_mosaic_has_no_interpreter():
             interpret=True, **ACT)
 
 
-def test_mosaic_checks_its_shared_memory():
-  """A 4-deep ring of [128 + 256, 64] blocks leaves no room for the GLU epilogue."""
+@pytest.mark.parametrize("schedule, block_n, stages", [("cooperative", 256, 4),
+                                                        ("pingpong", 192, 5)])
+def test_mosaic_checks_its_shared_memory(schedule, block_n, stages):
+  """A 4-deep ring of [128 + 256, 64] blocks leaves no room for the GLU epilogue, nor
+  does a 5-deep one of [128 + 192, 64] beside the ping-pong's whole-tile staging."""
   x, w, bias, groups, fill, _ = _case(*CASES[3])
-  config = MatmulConfig(block_n=256, block_k=64, num_stages=4, backend="mosaic")
-  with pytest.raises(ValueError, match=r"shared memory, got \d+ with num_stages=4"):
-    mgpu.gmm_glu(x, w, bias, groups, fill, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
-                 config=config, num_sms=132)
+  config = MatmulConfig(block_n=block_n, block_k=64, num_stages=stages, backend="mosaic",
+                        schedule=schedule)
+  with pytest.raises(ValueError, match=rf"shared memory, got \d+ with num_stages={stages}"):
+    mosaic_gmm_kernels(config).gmm_glu(
+        x, w, bias, groups, fill, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
+        config=config, num_sms=132)
 
 
 @pytest.mark.parametrize("args, kwargs, message", [

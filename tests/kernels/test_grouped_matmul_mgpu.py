@@ -10,6 +10,7 @@ import pytest
 
 from moe_jax import _compat
 from moe_jax.kernels import MatmulConfig, default_matmul_config, gmm, tgmm
+from moe_jax.kernels.api import mosaic_gmm_kernels
 from moe_jax.kernels import grouped_matmul_mgpu as mgpu
 
 from ._support import normal
@@ -43,25 +44,26 @@ def _operands(case, transpose_rhs, seed):
   return lhs, rhs, jnp.asarray(groups, jnp.int32)
 
 
-def _config(case, stages=4, in_flight=0, cluster=1):
-  return MatmulConfig(block_n=case[4], block_k=64, num_stages=stages, row_band=case[5],
-                      backend="mosaic", mma_in_flight=in_flight, cluster_n=cluster)
+def _config(case, stages=4, in_flight=0, schedule="cooperative"):
+  # A ping-pong warpgroup holds a whole [128, BN] accumulator: BN <= 192.
+  block_n = case[4] if schedule == "cooperative" or case[4] <= 192 else 128
+  return MatmulConfig(block_n=block_n, block_k=64, num_stages=stages, row_band=case[5],
+                      backend="mosaic", mma_in_flight=in_flight, schedule=schedule)
 
 
-# (mma_in_flight, cluster_n): each knob off its default once. The cluster cases have
-# even (2, 4) and odd (1) counts of column blocks.
-GMM_KNOBS = [(0, 1), (1, 1), (0, 2)]
+# (mma_in_flight, schedule): each off its default once.
+GMM_KNOBS = [(0, "cooperative"), (1, "cooperative"), (0, "pingpong")]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("in_flight, cluster", GMM_KNOBS)
+@pytest.mark.parametrize("in_flight, schedule", GMM_KNOBS)
 @pytest.mark.parametrize("out_dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("transpose_rhs", [False, True])
 @pytest.mark.parametrize("case", CASES)
-def test_mosaic_gmm_matches_float64(case, transpose_rhs, out_dtype, in_flight, cluster):
+def test_mosaic_gmm_matches_float64(case, transpose_rhs, out_dtype, in_flight, schedule):
   lhs, rhs, groups = _operands(case, transpose_rhs, seed=20)
   lhs = lhs.at[-128:].set(jnp.nan) if case[3][-1] < 0 else lhs  # never read
-  config = _config(case, in_flight=in_flight, cluster=cluster)
+  config = _config(case, in_flight=in_flight, schedule=schedule)
   got = jax.jit(lambda a, b, t: gmm(a, b, t, transpose_rhs=transpose_rhs, out_dtype=out_dtype,
                                     implementation="pallas", config=config))(lhs, rhs, groups)
   assert got.dtype == out_dtype
@@ -134,7 +136,8 @@ def test_default_config_on_hopper_is_mosaic_and_matches_triton():
   """The layer's shapes pick the Mosaic kernel on an H100; same bits as Triton's."""
   assert _compat.is_hopper(), "the GPU tests of this project run on an H100/H200"
   config = default_matmul_config(128, 2880, 5760, jnp.bfloat16, tiles_per_expert=4)
-  assert (config.backend, config.block_n, config.row_band) == ("mosaic", 192, 4)
+  assert (config.backend, config.block_n, config.row_band, config.schedule) == (
+      "mosaic", 192, 4, "pingpong")
   assert default_matmul_config(128, 4096, 28672, jnp.bfloat16).block_n == 256
   case = (3, 2880, 576, [0, 1, 1, 2, -1], 192, 4)
   lhs, rhs, groups = _operands(case, False, seed=30)
@@ -145,15 +148,15 @@ def test_default_config_on_hopper_is_mosaic_and_matches_triton():
   _assert_close(got, _np_gmm, jnp.bfloat16, lhs, rhs, np.asarray(groups))
 
 
-@pytest.mark.parametrize("in_flight, cluster", GMM_KNOBS)
+@pytest.mark.parametrize("in_flight, schedule", GMM_KNOBS)
 @pytest.mark.parametrize("transpose_rhs", [False, True])
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]])
-def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs, in_flight, cluster):
+def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs, in_flight, schedule):
   """Tracing and Mosaic GPU lowering run on any machine: API drift fails here in CI."""
   lhs, rhs, groups = _operands(case, transpose_rhs, seed=0)
-  config = _config(case, in_flight=in_flight, cluster=cluster)
-  fn = lambda a, b, t: mgpu.gmm(a, b, t, transpose_rhs=transpose_rhs, out_dtype=jnp.bfloat16,
-                                config=config, num_sms=132)
+  config = _config(case, in_flight=in_flight, schedule=schedule)
+  fn = lambda a, b, t: mosaic_gmm_kernels(config).gmm(
+      a, b, t, transpose_rhs=transpose_rhs, out_dtype=jnp.bfloat16, config=config, num_sms=132)
   text = _compat.lower_for_cuda(fn, lhs, rhs, groups)
   assert "mosaic_gpu" in text
 
@@ -211,11 +214,18 @@ def test_mosaic_config_rules_and_errors():
   with pytest.raises(ValueError, match=r"mma_in_flight=1 must be below num_stages, got "
                                        r"num_stages=1"):
     MatmulConfig(backend="mosaic", mma_in_flight=1, num_stages=1)
-  with pytest.raises(ValueError, match=r"cluster_n must be 1 or 2, got 4"):
-    MatmulConfig(backend="mosaic", cluster_n=4)
-  with pytest.raises(ValueError, match=r"cluster_n=2 needs backend='mosaic', got "
+  with pytest.raises(ValueError, match=r"schedule must be one of \('cooperative', 'pingpong'\),"
+                                       r" got 'serial'"):
+    MatmulConfig(backend="mosaic", schedule="serial")
+  with pytest.raises(ValueError, match=r"schedule='pingpong' needs backend='mosaic', got "
                                        r"backend='triton'"):
-    MatmulConfig(cluster_n=2)
+    MatmulConfig(schedule="pingpong")
+  with pytest.raises(ValueError, match=r"block_n must be <= 192 for schedule='pingpong' .*"
+                                       r"got 256"):
+    MatmulConfig(block_n=256, backend="mosaic", schedule="pingpong")
+  with pytest.raises(ValueError, match=r"mma_in_flight must be 0 for schedule='pingpong' .*"
+                                       r"got 1"):
+    MatmulConfig(backend="mosaic", schedule="pingpong", mma_in_flight=1)
   lhs, rhs, groups = _operands(CASES[0], False, seed=0)
   with pytest.raises(ValueError, match=r"no interpreter: expected interpret=False .* got "
                                        r"interpret=True"):
@@ -258,6 +268,13 @@ def test_default_config_choice(monkeypatch, hopper):
     blocks = [default_matmul_config(128, 4096, n, jnp.bfloat16).block_n
               for n in (28672, 2880, 5760, 640)]
     assert blocks == [256, 192, 192, 128]
+    # Ping-pong where the block is 192; with the GLU epilogue, 128 columns and 5 stages.
+    schedules = [default_matmul_config(128, 4096, n, jnp.bfloat16).schedule
+                 for n in (28672, 2880, 640)]
+    assert schedules == ["cooperative", "pingpong", "cooperative"]
+    glu = default_matmul_config(128, 2880, 5760, jnp.bfloat16, glu=True)
+    assert (glu.schedule, glu.block_n, glu.num_stages) == ("pingpong", 128, 5)
+    assert default_matmul_config(128, 4096, 28672, jnp.bfloat16, glu=True).block_n == 256
     assert default_matmul_config(128, 4096, 320, jnp.bfloat16).block_n == 64
     small = default_matmul_config(128, 64, 128, jnp.bfloat16, transposed=True)
     assert (small.block_k, small.block_n) == (64, 128)
