@@ -352,9 +352,9 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
   divides N (256, else 192, else 128, else 64), BK = 64, a 3-deep TMA ring at 256
   columns (a 4th slot only fits beside a narrowed epilogue, which measured 2x
   slower), else 4. Where that block is 192, the ping-pong schedule (2-4% faster at
-  gpt-oss-20b's N = 2880 and 5760); for gmm_glu (`glu`) there it takes 128 columns
-  and a 5-deep ring, since a 192-column GLU epilogue spills registers (3.6% faster
-  than the cooperative 192). tgmm: [128, 256] output blocks (narrower where K or N
+  gpt-oss-20b's N = 2880 and 5760); for gmm_glu (`glu`) there, 128 columns and a
+  5-deep ring (3% faster than the cooperative 192; at 192 columns the ping-pong
+  gmm_glu ran 1.3x slower). tgmm: [128, 256] output blocks (narrower where K or N
   is), 3 stages. No block is wider than its array (see `grouped_matmul_mgpu`).
   """
   if transposed:
@@ -396,6 +396,8 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   tgmm, whose loop loads [TM, BK] and [TM, BN] tiles, with BK = BN = 128 and 3
   stages. float32 tiles take twice the bytes, so they are halved. All shrink for
   small K, N.
+
+  `glu`: the config is for `gmm_glu` (the Mosaic kernel with the GLU epilogue).
 
   gmm's launch order: a band of about one expert's row tiles (`tiles_per_expert`,
   the average number of row tiles per expert, clamped to [1, 16]; 1 when unknown),

@@ -12,6 +12,14 @@ tracks its phase per waiting thread, so a warpgroup must wait on every phase of 
 barriers it waits on), its "consumed" barrier is shared (only the TMA warpgroup waits
 on it). A compute warpgroup keeps one step's wgmma in flight and releases the slot
 of the step before.
+
+A warpgroup's whole-tile f32 accumulator is BN registers per thread (hence BN <= 192:
+at 256 the plain gmm ran 7x slower). The GLU epilogue also holds h, the column
+pickers' products and the GLU's temporaries, so gmm_glu accumulates in two [64, BN]
+halves and runs the epilogue half by half, only one half's h live at a time. At BN =
+192 the ping-pong gmm_glu still ran 1.3x slower than the cooperative kernel, with one
+accumulator or two (cause not established), so its default is BN = 128 with a 5-deep
+ring (bench/NOTES.md, variant 27).
 """
 from __future__ import annotations
 
@@ -42,6 +50,10 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
   out_dtype = out_gmem.dtype
   dtype = lhs_gmem.dtype
   block_out = block_n // 2 if glu is not None else block_n
+  # The GLU epilogue holds h, its pickers' products and the GLU's temporaries beside the
+  # accumulator: in two 64-row halves, only one half's f32 and h are live at a time.
+  halves = 1 if glu is None else 2
+  half_rows = tile_rows // halves
   a_tf = mgpu._transforms(plgpu, dtype, block_k)
   b_shape = (block_n, block_k) if transpose_rhs else (block_k, block_n)
   b_tf = a_tf if transpose_rhs else mgpu._transforms(plgpu, dtype, block_n)
@@ -52,7 +64,7 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
       b_smem=plgpu.SMEM((stages, *b_shape), dtype, transforms=b_tf),
       full=plgpu.Barrier(num_arrivals=2, num_barriers=2 * stages),
       consumed=plgpu.Barrier(num_arrivals=1, num_barriers=stages),
-      out_smem=plgpu.SMEM((2, 2, tile_rows, epi_n), out_dtype,
+      out_smem=plgpu.SMEM((2, halves, 2, tile_rows // halves, epi_n), out_dtype,
                           transforms=mgpu._transforms(plgpu, out_dtype, epi_n)))
   if glu is not None:
     scratch["pick_smem"] = plgpu.SMEM((2, 2, 2 * mgpu._GLU_N, mgpu._GLU_N), dtype,
@@ -109,43 +121,51 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
 
       def body(t, j, group, owner, first_step):
         out_tile = out_gmem.at[pl.ds(t * tile_rows, tile_rows), pl.ds(j * block_out, block_out)]
-        store = functools.partial(mgpu._store, plgpu, out_smem.at[wg], out_tile, block_out, epi_n)
+
+        def store(half, value_of):
+          mgpu._store(plgpu, out_smem.at[wg, half], out_tile.at[pl.ds(half * half_rows, half_rows)],
+                      block_out, epi_n, value_of)
         mine = owner == wg
 
         @pl.when(jnp.logical_and(mine, group >= 0))
         def _():
-          def step_fn(kk, acc):
+          def step_fn(kk, accs):
             step = first_step + kk
             slot = step % stages
             plgpu.barrier_wait(full.at[wg * stages + slot])
             b = b_smem.at[slot]
-            plgpu.wgmma(acc, a_smem.at[slot], b.transpose((1, 0)) if transpose_rhs else b)
-            plgpu.wgmma_wait(1)  # the step before's products are done: free its slot
+            b = b.transpose((1, 0)) if transpose_rhs else b
+            for half, acc in enumerate(accs):
+              plgpu.wgmma(acc, a_smem.at[slot].at[pl.ds(half * half_rows, half_rows)], b)
+            plgpu.wgmma_wait(halves)  # the step before's products are done: free its slot
 
             @pl.when(kk > 0)
             def _():
               plgpu.barrier_arrive(consumed.at[(step + stages - 1) % stages])
-            return acc
+            return accs
 
-          @functools.partial(pl.run_scoped, acc=plgpu.ACC((tile_rows, block_n), jnp.float32))
-          def _(acc):
-            acc = jax.lax.fori_loop(0, k_steps, step_fn, acc)
+          def run(*accs):
+            accs = jax.lax.fori_loop(0, k_steps, step_fn, accs)
             plgpu.wgmma_wait(0)
             plgpu.barrier_arrive(consumed.at[(first_step + k_steps - 1) % stages])
-            if glu is None:
-              value = acc[...]
-              store(lambda cs: value[:, cs].astype(out_dtype))
-            else:
-              fill_gmem, gate_gmem, up_gmem = glu_refs
-              bias = tuple(b.at[jnp.maximum(group, 0), pl.ds(j * block_out, block_out)]
-                           for b in (gate_gmem, up_gmem))
-              h = acc[...].astype(dtype)
-              store(functools.partial(mgpu._glu_block, plgpu, pick_smem.at[wg], bias,
-                                      fill_gmem[t], dict(glu), h))
+            for half, acc in enumerate(accs):
+              if glu is None:
+                value = acc[...]
+                store(half, lambda cs, v=value: v[:, cs].astype(out_dtype))
+              else:
+                fill_gmem, gate_gmem, up_gmem = glu_refs
+                bias = tuple(b.at[jnp.maximum(group, 0), pl.ds(j * block_out, block_out)]
+                             for b in (gate_gmem, up_gmem))
+                store(half, functools.partial(
+                    mgpu._glu_block, plgpu, pick_smem.at[wg], bias,
+                    fill_gmem[t] - half * half_rows, dict(glu), acc[...].astype(dtype)))
+          pl.run_scoped(run, *(plgpu.ACC((half_rows, block_n), jnp.float32)
+                               for _ in range(halves)))
 
         @pl.when(jnp.logical_and(mine, group < 0))
         def _():
-          store(lambda cs: jnp.zeros((tile_rows, epi_n), out_dtype))
+          for half in range(halves):
+            store(half, lambda cs: jnp.zeros((half_rows, epi_n), out_dtype))
       walk(body)
 
   plgpu.wait_smem_to_gmem(0, wait_read_only=True)
