@@ -16,9 +16,8 @@ of the step before.
 A warpgroup's whole-tile f32 accumulator is BN registers per thread (hence BN <= 192:
 at 256 the plain gmm ran 7x slower). The GLU epilogue also holds h, the column
 pickers' products and the GLU's temporaries, so gmm_glu accumulates in two [64, BN]
-halves and runs the epilogue half by half, only one half's h live at a time; a tile
-whose fill is 64 rows or fewer skips its lower half's wgmma (those rows come out 0
-whatever they hold). At BN = 192 the ping-pong gmm_glu still ran 1.3x slower than the cooperative kernel, with one
+halves and runs the epilogue half by half, only one half's h live at a time. At BN =
+192 the ping-pong gmm_glu still ran 1.3x slower than the cooperative kernel, with one
 accumulator or two (cause not established), so its default is BN = 128 with a 5-deep
 ring (bench/NOTES.md, variant 27).
 """
@@ -130,31 +129,23 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
 
         @pl.when(jnp.logical_and(mine, group >= 0))
         def _():
-          def main_loop(accs):
-            """The tile's ring steps into `accs` (the first halves only: their rows)."""
-            def step_fn(kk, accs):
-              step = first_step + kk
-              slot = step % stages
-              plgpu.barrier_wait(full.at[wg * stages + slot])
-              b = b_smem.at[slot]
-              b = b.transpose((1, 0)) if transpose_rhs else b
-              for half, acc in enumerate(accs):
-                plgpu.wgmma(acc, a_smem.at[slot].at[pl.ds(half * half_rows, half_rows)], b)
-              plgpu.wgmma_wait(len(accs))  # the step before's products are done: free its slot
+          def step_fn(kk, accs):
+            step = first_step + kk
+            slot = step % stages
+            plgpu.barrier_wait(full.at[wg * stages + slot])
+            b = b_smem.at[slot]
+            b = b.transpose((1, 0)) if transpose_rhs else b
+            for half, acc in enumerate(accs):
+              plgpu.wgmma(acc, a_smem.at[slot].at[pl.ds(half * half_rows, half_rows)], b)
+            plgpu.wgmma_wait(halves)  # the step before's products are done: free its slot
 
-              @pl.when(kk > 0)
-              def _():
-                plgpu.barrier_arrive(consumed.at[(step + stages - 1) % stages])
-              return accs
-            jax.lax.fori_loop(0, k_steps, step_fn, accs)
+            @pl.when(kk > 0)
+            def _():
+              plgpu.barrier_arrive(consumed.at[(step + stages - 1) % stages])
+            return accs
 
           def run(*accs):
-            if glu is None:
-              main_loop(accs)
-            else:  # a tile filled to 64 rows or fewer skips its lower half's products
-              fill = glu_refs[0][t]
-              pl.when(fill > half_rows)(lambda: main_loop(accs))
-              pl.when(fill <= half_rows)(lambda: main_loop(accs[:1]))
+            accs = jax.lax.fori_loop(0, k_steps, step_fn, accs)
             plgpu.wgmma_wait(0)
             plgpu.barrier_arrive(consumed.at[(first_step + k_steps - 1) % stages])
             for half, acc in enumerate(accs):
