@@ -30,6 +30,9 @@ the operand dtype, are split into their 32 gate and 32 up columns by two wgmmas 
 array); the bias is added in f32, the GLU applied, rows past the tile's fill zeroed,
 and [rows, 32] blocks stored. The same bits as `gmm` then `glu.tile_glu`.
 
+This is the cooperative schedule; `grouped_matmul_pingpong` holds the ping-pong one of
+gmm and gmm_glu (`MatmulConfig.schedule`), built from this module's helpers.
+
 Mosaic GPU has no interpreter on CPU: these kernels run on a Hopper GPU only and their
 values are tested there (`pytest -m gpu`); CI checks that they trace and lower.
 """
