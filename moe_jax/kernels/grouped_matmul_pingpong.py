@@ -148,14 +148,15 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
             accs = jax.lax.fori_loop(0, k_steps, step_fn, accs)
             plgpu.wgmma_wait(0)
             plgpu.barrier_arrive(consumed.at[(first_step + k_steps - 1) % stages])
+            if glu is not None:
+              fill_gmem, gate_gmem, up_gmem = glu_refs
+              bias = tuple(b.at[jnp.maximum(group, 0), pl.ds(j * block_out, block_out)]
+                           for b in (gate_gmem, up_gmem))
             for half, acc in enumerate(accs):
               if glu is None:
                 value = acc[...]
                 store(half, lambda cs, v=value: v[:, cs].astype(out_dtype))
               else:
-                fill_gmem, gate_gmem, up_gmem = glu_refs
-                bias = tuple(b.at[jnp.maximum(group, 0), pl.ds(j * block_out, block_out)]
-                             for b in (gate_gmem, up_gmem))
                 store(half, functools.partial(
                     mgpu._glu_block, plgpu, pick_smem.at[wg], bias,
                     fill_gmem[t] - half * half_rows, dict(glu), acc[...].astype(dtype)))
@@ -176,9 +177,9 @@ def _params(name, lhs, tile_group, n, config, *, transpose_rhs, out_bytes, glu):
   the epilogue staging a whole tile's rows."""
   params = mgpu._gmm_params(name, lhs, tile_group, n, config, transpose_rhs=transpose_rhs)
   del params["in_flight"]
-  item = lhs.dtype.itemsize
-  ring = params["stages"] * (params["tile_rows"] + config.block_n) * config.block_k * item
   if glu is None:
+    ring = (params["stages"] * (params["tile_rows"] + config.block_n) * config.block_k
+            * lhs.dtype.itemsize)
     params["epi_n"] = mgpu.epilogue_n(ring, params["tile_rows"], out_bytes)
   else:
     params.update(epi_n=mgpu._GLU_N, glu=glu)
