@@ -352,9 +352,8 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
   divides N (256, else 192, else 128, else 64), BK = 64, a 3-deep TMA ring at 256
   columns (a 4th slot only fits beside a narrowed epilogue, which measured 2x
   slower), else 4. Where that block is 192, the ping-pong schedule (2-4% faster at
-  gpt-oss-20b's N = 2880 and 5760); for gmm_glu (`glu`) there, 128 columns and a
-  5-deep ring (3% faster than the cooperative 192; at 192 columns the ping-pong
-  gmm_glu ran 1.3x slower). tgmm: [128, 256] output blocks (narrower where K or N
+  gpt-oss-20b's N = 2880 and 5760; gmm_glu 7% faster than the cooperative kernel and
+  5% than the ping-pong one at 128 columns and 5 stages). tgmm: [128, 256] output blocks (narrower where K or N
   is), 3 stages. No block is wider than its array (see `grouped_matmul_mgpu`).
   """
   if transposed:
@@ -364,9 +363,8 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
   else:
     block_n = next((b for b in (256, 192, 128, 64) if n % b == 0), 64)
     if block_n == 192:
-      config = MatmulConfig(block_n=128 if glu else 192, block_k=64,
-                            num_stages=5 if glu else 4, row_band=row_band, backend="mosaic",
-                            schedule="pingpong")
+      config = MatmulConfig(block_n=192, block_k=64, num_stages=4, row_band=row_band,
+                            backend="mosaic", schedule="pingpong")
     else:
       config = MatmulConfig(block_n=block_n, block_k=64, num_stages=3 if block_n == 256 else 4,
                             row_band=row_band, backend="mosaic")

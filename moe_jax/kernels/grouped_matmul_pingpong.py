@@ -14,12 +14,11 @@ on it). A compute warpgroup keeps one step's wgmma in flight and releases the sl
 of the step before.
 
 A warpgroup's whole-tile f32 accumulator is BN registers per thread (hence BN <= 192:
-at 256 the plain gmm ran 7x slower). The GLU epilogue also holds h, the column
-pickers' products and the GLU's temporaries, so gmm_glu accumulates in two [64, BN]
-halves and runs the epilogue half by half, only one half's h live at a time. At BN =
-192 the ping-pong gmm_glu still ran 1.3x slower than the cooperative kernel, with one
-accumulator or two (cause not established), so its default is BN = 128 with a 5-deep
-ring (bench/NOTES.md, variant 27).
+at 256 the plain gmm ran 7x slower), so the TMA warpgroup gives up all but 24
+registers and each compute warpgroup gets 240. At 232 (the TMA warpgroup keeping 40)
+ptxas serialized the 192-column gmm_glu's wgmmas for want of registers, and it ran
+1.3x slower (bench/NOTES.md, variants 27-31). gmm_glu accumulates in two [64, BN]
+halves, both rounded to h before the epilogue, which then runs half by half.
 """
 from __future__ import annotations
 
@@ -36,9 +35,12 @@ from moe_jax.kernels.grouped_matmul import tile_and_column
 
 GMM_NAME = "moe_gmm_pingpong"
 GMM_GLU_NAME = "moe_gmm_glu_pingpong"
-# Registers per thread of the two compute warpgroups once the TMA one keeps 40
-# (65536 / 128 = 512 per warpgroup-thread in all, rounded down to 8).
-_COMPUTE_REGISTERS = (512 - mgpu._MEMORY_REGISTERS) // 2 // 8 * 8
+# Registers per thread: the TMA warpgroup keeps setmaxnreg's least, the two compute
+# warpgroups share the rest (65536 / 128 = 512 per warpgroup-thread in all, rounded
+# down to 8). At 40 / 232 ptxas serialized the 192-column gmm_glu's wgmmas for want of
+# registers (bench/NOTES.md, variant 31).
+_MEMORY_REGISTERS = 24
+_COMPUTE_REGISTERS = (512 - _MEMORY_REGISTERS) // 2 // 8 * 8
 
 
 def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int,
@@ -90,7 +92,7 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
 
     @pl.when(wg == 2)
     def _memory():
-      plgpu.set_max_registers(mgpu._MEMORY_REGISTERS, action="decrease")
+      plgpu.set_max_registers(_MEMORY_REGISTERS, action="decrease")
 
       def body(t, j, group, owner, first_step):
         @pl.when(group >= 0)
@@ -148,18 +150,19 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
             accs = jax.lax.fori_loop(0, k_steps, step_fn, accs)
             plgpu.wgmma_wait(0)
             plgpu.barrier_arrive(consumed.at[(first_step + k_steps - 1) % stages])
-            if glu is not None:
-              fill_gmem, gate_gmem, up_gmem = glu_refs
-              bias = tuple(b.at[jnp.maximum(group, 0), pl.ds(j * block_out, block_out)]
-                           for b in (gate_gmem, up_gmem))
-            for half, acc in enumerate(accs):
-              if glu is None:
-                value = acc[...]
-                store(half, lambda cs, v=value: v[:, cs].astype(out_dtype))
-              else:
-                store(half, functools.partial(
-                    mgpu._glu_block, plgpu, pick_smem.at[wg], bias,
-                    fill_gmem[t] - half * half_rows, dict(glu), acc[...].astype(dtype)))
+            if glu is None:
+              value = accs[0][...]
+              store(0, lambda cs: value[:, cs].astype(out_dtype))
+              return
+            fill_gmem, gate_gmem, up_gmem = glu_refs
+            bias = tuple(b.at[jnp.maximum(group, 0), pl.ds(j * block_out, block_out)]
+                         for b in (gate_gmem, up_gmem))
+            # Both halves to h first, so that no f32 accumulator is live beside the
+            # epilogue's pickers and temporaries.
+            hs = [acc[...].astype(dtype) for acc in accs]
+            for half, h in enumerate(hs):
+              store(half, functools.partial(mgpu._glu_block, plgpu, pick_smem.at[wg], bias,
+                                            fill_gmem[t] - half * half_rows, dict(glu), h))
           pl.run_scoped(run, *(plgpu.ACC((half_rows, block_n), jnp.float32)
                                for _ in range(halves)))
 
