@@ -344,7 +344,7 @@ _MAX_ROW_BAND = 16
 
 
 def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
-                   row_band: int | None, glu: bool = False) -> MatmulConfig | None:
+                   row_band: int | None) -> MatmulConfig | None:
   """The Mosaic GPU kernels' tiles for this shape, or None where they do not apply.
 
   From `bench/results/nvidia-h100-80gb-hbm3/mgpu-sweep/` and, for the schedule,
@@ -352,9 +352,10 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
   divides N (256, else 192, else 128, else 64), BK = 64, a 3-deep TMA ring at 256
   columns (a 4th slot only fits beside a narrowed epilogue, which measured 2x
   slower), else 4. Where that block is 192, the ping-pong schedule (2-4% faster at
-  gpt-oss-20b's N = 2880 and 5760; gmm_glu 7% faster than the cooperative kernel and
-  5% than the ping-pong one at 128 columns and 5 stages). tgmm: [128, 256] output blocks (narrower where K or N
-  is), 3 stages. No block is wider than its array (see `grouped_matmul_mgpu`).
+  gpt-oss-20b's N = 2880 and 5760; gmm_glu 7% faster than the cooperative kernel
+  and 5% than the ping-pong one at 128 columns and 5 stages). gmm_glu takes gmm's
+  tiles. tgmm: [128, 256] output blocks (narrower where K or N is), 3 stages. No
+  block is wider than its array (see `grouped_matmul_mgpu`).
   """
   if transposed:
     config = MatmulConfig(block_n=256 if n >= 256 else 128, block_k=128 if k >= 128 else 64,
@@ -382,7 +383,7 @@ def mosaic_gmm_kernels(config: MatmulConfig):
 def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
                           transposed: bool = False,
                           tiles_per_expert: int | None = None,
-                          interpret: bool = False, glu: bool = False) -> MatmulConfig:
+                          interpret: bool = False) -> MatmulConfig:
   """Tiles for `gmm` (or, with transposed, `tgmm`) with row tile TM, reduction K, N.
 
   On a Hopper GPU (not interpreting), 16-bit operands with K, N multiples of 64 run
@@ -395,8 +396,6 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   stages. float32 tiles take twice the bytes, so they are halved. All shrink for
   small K, N.
 
-  `glu`: the config is for `gmm_glu` (the Mosaic kernel with the GLU epilogue).
-
   gmm's launch order: a band of about one expert's row tiles (`tiles_per_expert`,
   the average number of row tiles per expert, clamped to [1, 16]; 1 when unknown),
   so that the ~132 programs resident on an H100 read one expert's weight columns
@@ -405,8 +404,7 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   """
   row_band = None if transposed else max(1, min(_MAX_ROW_BAND, tiles_per_expert or 1))
   if not interpret and _compat.is_hopper():
-    config = _mosaic_config(tile_rows, k, n, dtype, transposed=transposed, row_band=row_band,
-                            glu=glu)
+    config = _mosaic_config(tile_rows, k, n, dtype, transposed=transposed, row_band=row_band)
     if config is not None:
       return config
   wide = jnp.dtype(dtype).itemsize >= 4

@@ -231,7 +231,7 @@ def gmm_glu(
   interpret = pallas["interpret"]
   config = config or default_matmul_config(
       tile_rows, lhs.shape[1], rhs.shape[2], lhs.dtype,
-      tiles_per_expert=tile_group.shape[0] // rhs.shape[0], interpret=interpret, glu=True)
+      tiles_per_expert=tile_group.shape[0] // rhs.shape[0], interpret=interpret)
   if config.backend == "mosaic":
     _check_mosaic(config, lhs, rhs.shape[2], tile_rows, interpret)
     return mosaic_gmm_kernels(config).gmm_glu(lhs, rhs.astype(lhs.dtype), bias, tile_group,

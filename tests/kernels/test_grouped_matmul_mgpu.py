@@ -268,13 +268,12 @@ def test_default_config_choice(monkeypatch, hopper):
     blocks = [default_matmul_config(128, 4096, n, jnp.bfloat16).block_n
               for n in (28672, 2880, 5760, 640)]
     assert blocks == [256, 192, 192, 128]
-    # Ping-pong where the block is 192, the GLU epilogue included.
+    # Ping-pong where the block is 192 (gmm and gmm_glu alike), with a 4-deep ring.
     schedules = [default_matmul_config(128, 4096, n, jnp.bfloat16).schedule
                  for n in (28672, 2880, 640)]
     assert schedules == ["cooperative", "pingpong", "cooperative"]
-    glu = default_matmul_config(128, 2880, 5760, jnp.bfloat16, glu=True)
-    assert (glu.schedule, glu.block_n, glu.num_stages) == ("pingpong", 192, 4)
-    assert default_matmul_config(128, 4096, 28672, jnp.bfloat16, glu=True).block_n == 256
+    pingpong = default_matmul_config(128, 2880, 5760, jnp.bfloat16)
+    assert (pingpong.block_n, pingpong.num_stages) == (192, 4)
     assert default_matmul_config(128, 4096, 320, jnp.bfloat16).block_n == 64
     small = default_matmul_config(128, 64, 128, jnp.bfloat16, transposed=True)
     assert (small.block_k, small.block_n) == (64, 128)
