@@ -363,12 +363,9 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
     ok = _grouped_matmul_mgpu.tgmm_supports(dtype, k, n, tile_rows, config) is None
   else:
     block_n = next((b for b in (256, 192, 128, 64) if n % b == 0), 64)
-    if block_n == 192:
-      config = MatmulConfig(block_n=192, block_k=64, num_stages=4, row_band=row_band,
-                            backend="mosaic", schedule="pingpong")
-    else:
-      config = MatmulConfig(block_n=block_n, block_k=64, num_stages=3 if block_n == 256 else 4,
-                            row_band=row_band, backend="mosaic")
+    config = MatmulConfig(block_n=block_n, block_k=64, num_stages=3 if block_n == 256 else 4,
+                          row_band=row_band, backend="mosaic",
+                          schedule="pingpong" if block_n == 192 else "cooperative")
     ok = _grouped_matmul_mgpu.supports(dtype, k, n, tile_rows, config) is None
   return config if ok else None
 

@@ -52,8 +52,8 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
   out_dtype = out_gmem.dtype
   dtype = lhs_gmem.dtype
   block_out = block_n // 2 if glu is not None else block_n
-  # The GLU epilogue holds h, its pickers' products and the GLU's temporaries beside the
-  # accumulator: in two 64-row halves, only one half's f32 and h are live at a time.
+  # gmm_glu accumulates in two 64-row halves, both rounded to h before the epilogue,
+  # which then runs half by half (its pickers' products and temporaries for one half).
   halves = 1 if glu is None else 2
   half_rows = tile_rows // halves
   a_tf = mgpu._transforms(plgpu, dtype, block_k)

@@ -245,7 +245,7 @@ def test_bf16_layer_on_the_mosaic_gmm(hidden, inter, capacity_factor):
   implementation (ragged_dot dropless, padded einsums binned), both in bf16.
   (H, I) = (128, 64) runs 128-column blocks (cooperative: a column half per
   warpgroup), (192, 192) runs 192-column blocks on the ping-pong schedule (a whole
-  tile per warpgroup) and 128-column ones for the GLU."""
+  tile per warpgroup), the GLU's included."""
   from moe_jax import _compat
   assert _compat.is_hopper(), "the GPU tests of this project run on an H100/H200"
   kw = dict(num_experts=4, top_k=2, hidden_size=hidden, intermediate_size=inter,
