@@ -354,12 +354,15 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
   slower), else 4. Where that block is 192, the ping-pong schedule (2-4% faster at
   gpt-oss-20b's N = 2880 and 5760; gmm_glu 7% faster than the cooperative kernel
   and 5% than the ping-pong one at 128 columns and 5 stages). gmm_glu takes gmm's
-  tiles. tgmm: [128, 256] output blocks (narrower where K or N is), 3 stages. No
-  block is wider than its array (see `grouped_matmul_mgpu`).
+  tiles. tgmm: ping-pong [128, 192] output blocks (narrower where K or N is) with a
+  4-deep ring, 22-27% faster than the cooperative [128, 256] / 3 on gpt-oss-20b's
+  weight gradients (`bench/results/nvidia-h200/tgmm-pingpong/`). No block is wider
+  than its array (see `grouped_matmul_mgpu`).
   """
   if transposed:
-    config = MatmulConfig(block_n=256 if n >= 256 else 128, block_k=128 if k >= 128 else 64,
-                          num_stages=3, backend="mosaic")
+    config = MatmulConfig(block_n=next(b for b in (192, 128, 64) if b <= max(n, 64)),
+                          block_k=128 if k >= 128 else 64, num_stages=4, backend="mosaic",
+                          schedule="pingpong")
     ok = _grouped_matmul_mgpu.tgmm_supports(dtype, k, n, tile_rows, config) is None
   else:
     block_n = next((b for b in (256, 192, 128, 64) if n % b == 0), 64)
@@ -371,7 +374,7 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
 
 
 def mosaic_gmm_kernels(config: MatmulConfig):
-  """The module of the Mosaic GPU gmm and gmm_glu of `config.schedule`."""
+  """The module of the Mosaic GPU gmm, gmm_glu and tgmm of `config.schedule`."""
   if config.schedule == "pingpong":
     return _grouped_matmul_pingpong
   return _grouped_matmul_mgpu
@@ -580,9 +583,9 @@ def tgmm(
                                            transposed=True, interpret=interpret)
   if config.backend == "mosaic":
     _check_mosaic(config, lhs, rhs.shape[1], tile_rows, interpret, transposed=True)
-    return _grouped_matmul_mgpu.tgmm(lhs, rhs.astype(lhs.dtype), tile_group, tile_fill,
-                                     num_groups=num_groups, out_dtype=out_dtype, config=config,
-                                     num_sms=_compat.num_sms())
+    return mosaic_gmm_kernels(config).tgmm(
+        lhs, rhs.astype(lhs.dtype), tile_group, tile_fill, num_groups=num_groups,
+        out_dtype=out_dtype, config=config, num_sms=_compat.num_sms())
   return _grouped_matmul.tgmm(lhs, rhs.astype(lhs.dtype), tile_group, num_groups=num_groups,
                               out_dtype=out_dtype, precision=precision, config=config,
                               interpret=interpret)

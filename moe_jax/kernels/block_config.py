@@ -100,6 +100,9 @@ MATMUL_SCHEDULES = ("cooperative", "pingpong")
 # Widest ping-pong block: a [128, 256] f32 accumulator per warpgroup spills registers
 # (7x slower on an H200, bench/NOTES.md variant 27).
 _PINGPONG_MAX_BLOCK_N = 192
+# Elements of a ping-pong warpgroup's f32 accumulator: gmm's [128, 192] (192 registers
+# per thread), and the most a tgmm [block_k, block_n] block may hold.
+PINGPONG_MAX_ACCUMULATOR = 128 * _PINGPONG_MAX_BLOCK_N
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -131,12 +134,13 @@ class MatmulConfig:
       step is issued; 1 issues the next step first and releases a ring slot one step
       later (the inputs of the running products stay in shared memory). Must be
       below num_stages. Cooperative schedule only.
-    schedule: Mosaic gmm (and gmm_glu) only: "cooperative", the two compute
-      warpgroups split each [TM, BN] tile and run its epilogue together, or
-      "pingpong", each warpgroup owns whole tiles in turn, so that one's epilogue
-      runs under the other's main loop (one wgmma group always in flight). A
-      warpgroup then holds a [TM, BN] f32 accumulator: block_n at most 192 (256
-      spills registers). tgmm always runs cooperative.
+    schedule: Mosaic only: "cooperative", the two compute warpgroups split each
+      output block ([TM, BN] of gmm, [BK, BN] of tgmm) and run its epilogue
+      together, or "pingpong", each warpgroup owns whole blocks in turn, so that
+      one's epilogue runs under the other's main loop (one wgmma group always in
+      flight). A warpgroup then holds the whole block's f32 accumulator: block_n at
+      most 192 (gmm's [128, 256] spills registers), and tgmm's block_k * block_n at
+      most 128 * 192.
   """
 
   block_n: int = 128

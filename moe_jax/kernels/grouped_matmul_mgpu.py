@@ -46,7 +46,7 @@ from jax.experimental import pallas as pl
 
 from moe_jax import _compat
 from moe_jax.kernels import reference
-from moe_jax.kernels.block_config import MatmulConfig
+from moe_jax.kernels.block_config import PINGPONG_MAX_ACCUMULATOR, MatmulConfig
 from moe_jax.kernels.grouped_matmul import tile_and_column
 
 GMM_NAME = "moe_gmm_mgpu"
@@ -412,7 +412,12 @@ def tgmm_supports(lhs_dtype, k: int, n: int, tile_rows: int, config: MatmulConfi
     return f"needs 16-bit operands, got {jnp.dtype(lhs_dtype)}"
   if tile_rows % _TGMM_ROWS:
     return f"needs row tiles TM a multiple of {_TGMM_ROWS}, got {tile_rows}"
-  if config.block_n % (2 * _SWIZZLE_ELEMS):
+  if config.schedule == "pingpong":
+    if config.block_k * config.block_n > PINGPONG_MAX_ACCUMULATOR:
+      return (f"needs block_k * block_n <= {PINGPONG_MAX_ACCUMULATOR} for schedule='pingpong' "
+              "(one warpgroup's f32 accumulator), got "
+              f"{config.block_k} * {config.block_n} = {config.block_k * config.block_n}")
+  elif config.block_n % (2 * _SWIZZLE_ELEMS):
     return f"needs block_n a multiple of 128 (two warpgroup halves), got {config.block_n}"
   return (_edge_problem("K", k, "block_k", config.block_k)
           or _edge_problem("N", n, "block_n", config.block_n))
@@ -502,6 +507,37 @@ def group_steps(tile_group: jax.Array, tile_fill: jax.Array | None, num_groups: 
   return start, ((rows + _TGMM_ROWS - 1) // _TGMM_ROWS).astype(jnp.int32)
 
 
+def tgmm_params(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
+                tile_fill: jax.Array | None, *, num_groups: int, out_dtype,
+                config: MatmulConfig) -> tuple[jax.Array, jax.Array, dict]:
+  """([E] first tile, [E] steps, static parameters) of a tgmm kernel, after
+  `tgmm_supports`' checks. Under either schedule each compute warpgroup stages its
+  output through two [BK, epi_n] blocks."""
+  num_rows, k = lhs.shape
+  n = rhs.shape[1]
+  (num_tiles,) = tile_group.shape
+  tile_rows = num_rows // num_tiles
+  why = tgmm_supports(lhs.dtype, k, n, tile_rows, config)
+  if why is not None:
+    raise ValueError(f"the Mosaic GPU tgmm {why}")
+  start, steps = group_steps(tile_group, tile_fill, num_groups, tile_rows)
+  out_bytes = jnp.dtype(out_dtype).itemsize
+  ring = config.num_stages * _TGMM_ROWS * (config.block_k + config.block_n) * lhs.dtype.itemsize
+  epi_n = epilogue_n(ring, config.block_k, out_bytes)
+  staging = 2 * 2 * config.block_k * epi_n * out_bytes
+  if ring + staging > _SMEM_BYTES:
+    raise ValueError(
+        f"the Mosaic GPU tgmm needs its TMA ring and epilogue staging in {_SMEM_BYTES} bytes "
+        f"of shared memory, got {ring + staging} with num_stages={config.num_stages}, "
+        f"block_k={config.block_k}, block_n={config.block_n} and {out_bytes}-byte outputs: "
+        "use fewer stages or smaller blocks")
+  params = dict(
+      num_groups=num_groups, k_blocks=pl.cdiv(k, config.block_k),
+      n_blocks=pl.cdiv(n, config.block_n), steps_per_tile=tile_rows // _TGMM_ROWS,
+      block_k=config.block_k, block_n=config.block_n, stages=config.num_stages, epi_n=epi_n)
+  return start, steps, params
+
+
 @functools.partial(jax.jit, static_argnames=("num_groups", "out_dtype", "config", "num_sms"))
 def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
          tile_fill: jax.Array | None = None, *, num_groups: int, out_dtype,
@@ -525,24 +561,11 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
     [E, K, N] of out_dtype; a group with no tile gets zeros.
   """
   plgpu = _compat.mosaic_gpu()
-  num_rows, k = lhs.shape
-  n = rhs.shape[1]
-  (num_tiles,) = tile_group.shape
-  tile_rows = num_rows // num_tiles
-  why = tgmm_supports(lhs.dtype, k, n, tile_rows, config)
-  if why is not None:
-    raise ValueError(f"the Mosaic GPU tgmm {why}")
-  start, steps = group_steps(tile_group, tile_fill, num_groups, tile_rows)
-  out_bytes = jnp.dtype(out_dtype).itemsize
-  ring = config.num_stages * _TGMM_ROWS * (config.block_k + config.block_n) * lhs.dtype.itemsize
-  epi_n = epilogue_n(ring, config.block_k, out_bytes)
-  params = dict(
-      num_groups=num_groups, k_blocks=pl.cdiv(k, config.block_k),
-      n_blocks=pl.cdiv(n, config.block_n), steps_per_tile=tile_rows // _TGMM_ROWS,
-      block_k=config.block_k, block_n=config.block_n, stages=config.num_stages, epi_n=epi_n,
-      in_flight=config.mma_in_flight)
+  start, steps, params = tgmm_params(lhs, rhs, tile_group, tile_fill, num_groups=num_groups,
+                                     out_dtype=out_dtype, config=config)
+  params["in_flight"] = config.mma_in_flight
 
   def moe_tgmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (TGMM_NAME)
     _tgmm_kernel(*refs, **params)
-  return _launch(plgpu, moe_tgmm_mgpu, (num_groups, k, n), out_dtype, num_sms)(
-      start, steps, lhs, rhs)
+  return _launch(plgpu, moe_tgmm_mgpu, (num_groups, lhs.shape[1], rhs.shape[1]), out_dtype,
+                 num_sms)(start, steps, lhs, rhs)

@@ -35,6 +35,18 @@ TGMM_CASES = [
     (2, 128, 256, [0, 1, 1, 1], 64, 128),
     (4, 128, 128, [0, 1, 1, 2, 3, -1, -1], 128, 128),
 ]
+# The ping-pong tgmm's blocks of the same cases (a warpgroup's whole accumulator, at
+# most 128 * 192): 192 rows of K, 192 columns past N = 256's edge, and one block.
+TGMM_PINGPONG_BLOCKS = [(192, 128), (128, 192), (128, 128)]
+# (mma_in_flight, schedule): each off its default once.
+TGMM_KNOBS = [(0, "cooperative"), (1, "cooperative"), (0, "pingpong")]
+
+
+def _tgmm_config(case_index, in_flight, schedule, stages=3):
+  block_k, block_n = (TGMM_CASES[case_index][4:] if schedule == "cooperative"
+                      else TGMM_PINGPONG_BLOCKS[case_index])
+  return MatmulConfig(block_n=block_n, block_k=block_k, num_stages=stages, backend="mosaic",
+                      mma_in_flight=in_flight, schedule=schedule)
 
 
 def _operands(case, transpose_rhs, seed):
@@ -74,14 +86,13 @@ def test_mosaic_gmm_matches_float64(case, transpose_rhs, out_dtype, in_flight, s
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("in_flight", [0, 1])
-@pytest.mark.parametrize("case", TGMM_CASES)
-def test_mosaic_tgmm_matches_float64(case, in_flight):
-  e, k, n, groups, block_k, block_n = case
+@pytest.mark.parametrize("in_flight, schedule", TGMM_KNOBS)
+@pytest.mark.parametrize("case_index", range(len(TGMM_CASES)))
+def test_mosaic_tgmm_matches_float64(case_index, in_flight, schedule):
+  e, k, n, groups, _, _ = TGMM_CASES[case_index]
   lhs = normal(40, (len(groups) * 128, k), jnp.bfloat16)
   rhs = normal(41, (len(groups) * 128, n), jnp.bfloat16)
-  config = MatmulConfig(block_n=block_n, block_k=block_k, num_stages=3, backend="mosaic",
-                        mma_in_flight=in_flight)
+  config = _tgmm_config(case_index, in_flight, schedule)
   got = jax.jit(lambda a, b, t: tgmm(a, b, t, num_groups=e, out_dtype=jnp.float32,
                                      implementation="pallas", config=config))(
                                          lhs, rhs, jnp.asarray(groups, jnp.int32))
@@ -90,10 +101,11 @@ def test_mosaic_tgmm_matches_float64(case, in_flight):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("in_flight", [0, 1])
-def test_mosaic_tgmm_stops_at_the_last_filled_step(in_flight):
+@pytest.mark.parametrize("in_flight, schedule", TGMM_KNOBS)
+def test_mosaic_tgmm_stops_at_the_last_filled_step(in_flight, schedule):
   """Each group's loop ends with the 64-row step holding its last filled row: rows of
-  later steps hold garbage (3.0) that would otherwise add in."""
+  later steps hold garbage (3.0) that would otherwise add in. Under the ping-pong
+  schedule the ring also runs on across items of 4, 0, 2 and 1 steps, in bf16."""
   e, groups = 4, [0, 0, 2, 3, -1]
   fill = np.array([128, 70, 128, 10, 0], np.int32)  # group 0: 198 rows, 4 steps; 3: 1 step
   lhs = normal(61, (len(groups) * 128, 192), jnp.bfloat16)
@@ -101,14 +113,16 @@ def test_mosaic_tgmm_stops_at_the_last_filled_step(in_flight):
   row = np.arange(len(groups) * 128)
   skipped = (row >= 3 * 128 + 64)  # group 3's second step and the unused tile
   lhs = jnp.where(jnp.asarray(skipped)[:, None], jnp.bfloat16(3.0), lhs)
-  config = MatmulConfig(block_n=256, block_k=128, num_stages=3, backend="mosaic",
-                        mma_in_flight=in_flight)
-  got = jax.jit(lambda a, b, t, f: tgmm(a, b, t, num_groups=e, tile_fill=f, out_dtype=jnp.float32,
+  block_k, block_n = (128, 256) if schedule == "cooperative" else (64, 128)
+  config = MatmulConfig(block_n=block_n, block_k=block_k, num_stages=3, backend="mosaic",
+                        mma_in_flight=in_flight, schedule=schedule)
+  out_dtype = jnp.float32 if schedule == "cooperative" else jnp.bfloat16
+  got = jax.jit(lambda a, b, t, f: tgmm(a, b, t, num_groups=e, tile_fill=f, out_dtype=out_dtype,
                                         implementation="pallas", config=config))(
                                             lhs, rhs, jnp.asarray(groups, jnp.int32),
                                             jnp.asarray(fill))
   want_lhs = jnp.where(jnp.asarray(~skipped)[:, None], lhs, 0)
-  _assert_close(got, _np_tgmm, jnp.float32, want_lhs, rhs, np.asarray(groups), e)
+  _assert_close(got, _np_tgmm, out_dtype, want_lhs, rhs, np.asarray(groups), e)
 
 
 @pytest.mark.gpu
@@ -129,6 +143,12 @@ def test_products_left_in_flight_change_no_bit():
                           mma_in_flight=f)))(lhs, g, groups)
   np.testing.assert_array_equal(np.asarray(run_t(0), np.float32),
                                 np.asarray(run_t(1), np.float32))
+  # The ping-pong tgmm sums each block in the same order too.
+  pingpong = jax.jit(lambda a, b, t: tgmm(
+      a, b, t, num_groups=4, implementation="pallas",
+      config=MatmulConfig(block_n=128, block_k=192, num_stages=4, backend="mosaic",
+                          schedule="pingpong")))(lhs, g, groups)
+  np.testing.assert_array_equal(np.asarray(pingpong, np.float32), np.asarray(run_t(0), np.float32))
 
 
 @pytest.mark.gpu
@@ -161,13 +181,12 @@ def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs, in_flight, schedule):
   assert "mosaic_gpu" in text
 
 
-@pytest.mark.parametrize("in_flight", [0, 1])
-def test_mosaic_tgmm_lowers_for_cuda(in_flight):
-  e, k, n, groups, block_k, block_n = TGMM_CASES[0]
-  config = MatmulConfig(block_n=block_n, block_k=block_k, num_stages=3, backend="mosaic",
-                        mma_in_flight=in_flight)
-  fn = lambda a, b, t, f: mgpu.tgmm(a, b, t, f, num_groups=e, out_dtype=jnp.bfloat16,
-                                    config=config, num_sms=132)
+@pytest.mark.parametrize("in_flight, schedule", TGMM_KNOBS)
+def test_mosaic_tgmm_lowers_for_cuda(in_flight, schedule):
+  e, k, n, groups, _, _ = TGMM_CASES[0]
+  config = _tgmm_config(0, in_flight, schedule)
+  fn = lambda a, b, t, f: mosaic_gmm_kernels(config).tgmm(
+      a, b, t, f, num_groups=e, out_dtype=jnp.bfloat16, config=config, num_sms=132)
   rows = len(groups) * 128
   text = _compat.lower_for_cuda(fn, jnp.zeros((rows, k), jnp.bfloat16),
                                 jnp.zeros((rows, n), jnp.bfloat16), jnp.asarray(groups, jnp.int32),
@@ -249,6 +268,18 @@ def test_mosaic_config_rules_and_errors():
                                        r" \(two warpgroup halves\), got 192"):
     tgmm(lhs, lhs, groups, num_groups=3, implementation="pallas", interpret=False,
          config=_config(CASES[0]))
+  with pytest.raises(ValueError, match=r"the Mosaic GPU tgmm needs block_k \* block_n <= 24576 "
+                                       r"for schedule='pingpong' .*, got 192 \* 192 = 36864"):
+    tgmm(lhs, lhs, groups, num_groups=3, implementation="pallas", interpret=False,
+         config=MatmulConfig(block_n=192, block_k=192, backend="mosaic", schedule="pingpong"))
+  with pytest.raises(ValueError, match=r"the Mosaic GPU tgmm needs its TMA ring and epilogue "
+                                       r"staging in 230400 bytes of shared memory, got 262144 "
+                                       r"with num_stages=4, block_k=192, block_n=128 and "
+                                       r"4-byte outputs"):
+    mgpu.tgmm_params(jnp.zeros((512, 2880), jnp.bfloat16), jnp.zeros((512, 5760), jnp.bfloat16),
+                     jnp.zeros(4, jnp.int32), None, num_groups=2, out_dtype=jnp.float32,
+                     config=MatmulConfig(block_n=128, block_k=192, num_stages=4,
+                                         backend="mosaic", schedule="pingpong"))
 
 
 @pytest.mark.parametrize("hopper", [False, True])
@@ -277,3 +308,8 @@ def test_default_config_choice(monkeypatch, hopper):
     assert default_matmul_config(128, 4096, 320, jnp.bfloat16).block_n == 64
     small = default_matmul_config(128, 64, 128, jnp.bfloat16, transposed=True)
     assert (small.block_k, small.block_n) == (64, 128)
+    # tgmm: ping-pong [128, 192] blocks and a 4-deep ring, narrower where K or N is.
+    weights = default_matmul_config(128, 2880, 5760, jnp.bfloat16, transposed=True)
+    assert (weights.schedule, weights.block_k, weights.block_n, weights.num_stages) == (
+        "pingpong", 128, 192, 4)
+    assert default_matmul_config(128, 2880, 64, jnp.bfloat16, transposed=True).block_n == 64
