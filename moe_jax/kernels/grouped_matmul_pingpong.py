@@ -153,7 +153,7 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
     def item(pid):
       t, j = position(pid)
       group = group_gmem[t]
-      return (t, j, group), group >= 0, k_steps
+      return (t, j, group), group >= 0, k_steps  # static: every used tile takes K/BK steps
     walk = functools.partial(_walk, plgpu, num_tiles * num_cols, item)
 
     @pl.when(wg == 2)
@@ -173,7 +173,7 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
             ks = pl.ds(kk * block_k, block_k)
             b_src = weights.at[cols, ks] if transpose_rhs else weights.at[ks, cols]
             return (rows.at[:, ks], a_smem), (b_src, b_smem)
-          _fill(plgpu, ring, owner, first_step, k_steps, copies)
+          _fill(plgpu, ring, owner, first_step, steps, copies)
       walk(body)
 
     @pl.when(wg < 2)
@@ -200,7 +200,7 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
               plgpu.wgmma(acc, a_smem.at[slot].at[pl.ds(half * half_rows, half_rows)], b)
 
           def run(*accs):
-            accs = _consume(plgpu, ring, wg, first_step, k_steps, mma, accs, halves)
+            accs = _consume(plgpu, ring, wg, first_step, steps, mma, accs, halves)
             if glu is None:
               value = accs[0][...]
               store(0, lambda cs: value[:, cs].astype(out_dtype))
