@@ -230,11 +230,10 @@ def _grouped_glu(x, w, bias, tile_expert, tile_fill, precision, act, implementat
 
 
 def _grouped_glu_fwd(x, w, bias, tile_expert, tile_fill, precision, act, implementation):
-  # Differentiated, the two ops run apart: the backward needs h, which the fused
-  # kernel never writes.
-  h, lin_res = _grouped_linear_fwd(x, w, tile_expert, tile_fill, precision, implementation)
-  a, glu_res = _bias_glu_fwd(h, bias, tile_expert, tile_fill, act, implementation)
-  return a, (lin_res, glu_res)
+  # Differentiated, the fused op also returns h, the residual of the GLU's backward.
+  a, h = kernels.gmm_glu(x, w, bias, tile_expert, tile_fill, precision=precision,
+                         implementation=implementation, return_h=True, **dict(act))
+  return a, ((x, w, tile_expert, tile_fill), (h, bias, tile_expert, tile_fill))
 
 
 def _grouped_glu_bwd(precision, act, implementation, res, g):
@@ -254,9 +253,10 @@ def grouped_glu(x: jax.Array, w: jax.Array, bias: jax.Array, tile_expert: jax.Ar
                 implementation: str | None = None) -> jax.Array:
   """`bias_glu(grouped_linear(x, w), bias)` over the tile layout: [R, K] -> [R, I].
 
-  Called without differentiation it is one op (`kernels.gmm_glu`: on a Hopper GPU one
-  kernel, the [R, 2I] products kept on chip); differentiated, its forward runs the two
-  ops and saves h for the backward, which is theirs. Same values either way.
+  One op (`kernels.gmm_glu`: on a Hopper GPU one kernel). Called without
+  differentiation the [R, 2I] products stay on chip; differentiated, the same op also
+  writes them (`return_h=True`) and saves them for the backward, which is
+  `bias_glu`'s then `grouped_linear`'s. Same values either way.
   """
   _check_tile_bias("grouped_glu", jax.ShapeDtypeStruct((x.shape[0], w.shape[-1]), x.dtype),
                    bias, tile_expert)

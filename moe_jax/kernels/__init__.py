@@ -27,7 +27,8 @@
   weights [T,K])`: the GPT-OSS router after its GEMM (`api_topk.py`, `topk.py`).
 - `gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM]) -> [R,I]`: `gmm`
   then `tile_glu` in one op; on a Hopper GPU one Mosaic GPU kernel with the GLU in
-  its epilogue, so the [R, 2I] products never reach HBM.
+  its epilogue, so the [R, 2I] products never reach HBM (`return_h=True`, the training
+  forward, writes them too, for the backward).
 
 An index < 0 marks an empty slot (reads nothing, contributes exactly 0).
 

@@ -5,7 +5,8 @@
 "xla" is `reference.tile_glu(_grad)`, "pallas" the kernels of `glu.py`.
 `gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM]) -> [R,I]` is `gmm`
 then `tile_glu` in one op: on a Hopper GPU one Mosaic GPU kernel whose epilogue runs the GLU
-(`grouped_matmul_mgpu.gmm_glu`), so h never reaches HBM; elsewhere the two ops.
+(`grouped_matmul_mgpu.gmm_glu`), so h never reaches HBM (with `return_h`, for training,
+it also writes h, which is then never read back); elsewhere the two ops.
 `implementation` and `interpret` behave as in `api`.
 """
 from __future__ import annotations
@@ -190,7 +191,8 @@ def gmm_glu(
     config: MatmulConfig | None = None,
     glu_config: BlockConfig | None = None,
     interpret: bool | None = None,
-) -> jax.Array:
+    return_h: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   """The experts' up-projection and its bias + GLU: `tile_glu(gmm(lhs, rhs), bias)`.
 
   The products are rounded to lhs's dtype before the bias is added in float32, as
@@ -211,9 +213,13 @@ def gmm_glu(
       runs the fused kernel, "triton" runs `gmm` then the `tile_glu` kernel.
     glu_config: the `tile_glu` kernel's blocks where it runs (Triton matmul).
     interpret: Pallas only, as for `gmm`.
+    return_h: also return the products h = `gmm(lhs, rhs)` (a training forward: the
+      GLU's backward needs them); the Mosaic GPU kernel then writes h from the same
+      epilogue instead of a second op reading it back.
 
   Returns:
-    [R, I] of lhs.dtype; exactly 0 on unused tiles and on rows past their tile's fill.
+    [R, I] of lhs.dtype, exactly 0 on unused tiles and on rows past their tile's fill;
+    with return_h, (that, h [R, 2I] of lhs.dtype).
   """
   impl = resolve_implementation(implementation)
   tile_rows = _check_tiles(lhs, tile_group)
@@ -227,7 +233,7 @@ def gmm_glu(
                          impl, glu_config, interpret)
   if pallas is None:
     return reference.gmm_glu(lhs, rhs, bias, tile_group, tile_fill, precision=precision,
-                             **dict(act))
+                             return_h=return_h, **dict(act))
   interpret = pallas["interpret"]
   config = config or default_matmul_config(
       tile_rows, lhs.shape[1], rhs.shape[2], lhs.dtype,
@@ -236,7 +242,8 @@ def gmm_glu(
     _check_mosaic(config, lhs, rhs.shape[2], tile_rows, interpret)
     return mosaic_gmm_kernels(config).gmm_glu(lhs, rhs.astype(lhs.dtype), bias, tile_group,
                                               tile_fill, act=act, config=config,
-                                              num_sms=_compat.num_sms())
+                                              num_sms=_compat.num_sms(), return_h=return_h)
   rows = gmm(lhs, rhs, tile_group, precision=precision, implementation="pallas",
              config=config, interpret=interpret)
-  return _glu.tile_glu(rows, bias, tile_group, tile_fill, act=act, **pallas)
+  out = _glu.tile_glu(rows, bias, tile_group, tile_fill, act=act, **pallas)
+  return (out, rows) if return_h else out

@@ -122,15 +122,19 @@ def _store(plgpu, staging, out_ref, width: int, epi_n: int, value_of) -> None:
     plgpu.copy_smem_to_gmem(staging.at[slot], out_ref.at[:, cs])
 
 
-def _accumulate_then_store(plgpu, shape: tuple[int, int], out_dtype, store, epilogue=None):
+def _accumulate_then_store(plgpu, shape: tuple[int, int], out_dtype, store, epilogue=None,
+                           store_h=None):
   """The compute warpgroups' context of a pipeline: a zeroed f32 accumulator of
   `shape` for the pipeline to run into, then its value in out_dtype stored, or
-  `epilogue(value, columns)` for each output column slice when given."""
+  `epilogue(value, columns)` for each output column slice when given (and, with
+  `store_h`, the value itself stored there first)."""
   def context(run):
     @functools.partial(pl.run_scoped, acc=plgpu.ACC(shape, jnp.float32))
     def _(acc):
       run(acc)
       value = acc[...].astype(out_dtype)
+      if store_h is not None:
+        store_h(lambda cs: value[:, cs])
       if epilogue is None:
         store(lambda cs: value[:, cs])
       else:
@@ -180,11 +184,12 @@ def _glu_block(plgpu, pick_smem, bias, fill, act: dict, h, cs: slice):
   return jnp.where(row < fill, a, 0.0).astype(h.dtype)
 
 
-def _launch(plgpu, body, out_shape: tuple[int, ...], out_dtype, num_sms: int):
-  """A persistent kernel: one CTA of three warpgroups ("wg") per SM ("sm")."""
+def _launch(plgpu, body, out_type, num_sms: int):
+  """A persistent kernel: one CTA of three warpgroups ("wg") per SM ("sm"), writing
+  `out_type` (a ShapeDtypeStruct, or a tuple of them: one output ref each, in order)."""
   return plgpu.kernel(
       body,
-      out_type=jax.ShapeDtypeStruct(out_shape, out_dtype),
+      out_type=out_type,
       grid=(num_sms,),
       grid_names=("sm",),
       num_threads=3,
@@ -197,11 +202,12 @@ def _launch(plgpu, body, out_shape: tuple[int, ...], out_dtype, num_sms: int):
 def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int,
             tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
             row_band: int, transpose_rhs: bool, epi_n: int, in_flight: int,
-            glu: tuple | None = None):
+            glu: tuple | None = None, write_h: bool = False):
   """refs: out [R, N]; or, with `glu` (the activation's hashable items), fill [num_tiles],
-  bias_gate [E, NO], bias_up [E, NO] (f32, NO >= num_cols * BN / 2) and out [R, N / 2]."""
+  bias_gate [E, NO], bias_up [E, NO] (f32, NO >= num_cols * BN / 2) and out [R, N / 2],
+  then with `write_h` h [R, N] (the products in lhs's dtype, as `gmm` writes them)."""
   plgpu = _compat.mosaic_gpu()
-  *glu_refs, out_gmem = refs
+  *glu_refs, out_gmem, h_gmem = refs if write_h else (*refs, None)
   split_rows = _split_rows(block_n)
   wg_m = tile_rows // 2 if split_rows else tile_rows
   wg_n = block_n if split_rows else block_n // 2
@@ -257,6 +263,11 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
       out_tile = out_tile.at[wg_rows, wg_out_cols]
 
       store = functools.partial(_store, plgpu, out_smem.at[wg], out_tile, wg_out, epi_n)
+      store_h = None
+      if h_gmem is not None:  # h's [wg_m, wg_n] block, through the same staging
+        h_tile = h_gmem.at[pl.ds(t * tile_rows, tile_rows), pl.ds(j * block_n, block_n)]
+        store_h = functools.partial(_store, plgpu, out_smem.at[wg], h_tile.at[wg_rows, wg_cols],
+                                    wg_n, epi_n)
       if glu is None:
         context = _accumulate_then_store(plgpu, (wg_m, wg_n), out_dtype, store)
       else:
@@ -266,7 +277,8 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
         bias = tuple(b.at[jnp.maximum(group, 0), pl.ds(out0, wg_out)] for b in (gate_gmem, up_gmem))
         epilogue = functools.partial(
             _glu_block, plgpu, pick_smem.at[wg], bias, fill_gmem[t] - row0, dict(glu))
-        context = _accumulate_then_store(plgpu, (wg_m, wg_n), lhs_gmem.dtype, store, epilogue)
+        context = _accumulate_then_store(plgpu, (wg_m, wg_n), lhs_gmem.dtype, store, epilogue,
+                                         store_h)
 
       def mma(_, a_smem, b_smem, acc):
         if transpose_rhs:
@@ -287,7 +299,8 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
 
       @pl.when(jnp.logical_and(group < 0, wg < 2))
       def _():
-        store(lambda cs: jnp.zeros((wg_m, epi_n), out_dtype))
+        for zero_store in (store,) if store_h is None else (store_h, store):
+          zero_store(lambda cs: jnp.zeros((wg_m, epi_n), out_dtype))
 
   plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
@@ -341,13 +354,14 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
 
   def moe_gmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_NAME)
     _kernel(*refs, **params)
-  return _launch(plgpu, moe_gmm_mgpu, (num_rows, n), out_dtype, num_sms)(tile_group, lhs, rhs)
+  return _launch(plgpu, moe_gmm_mgpu, jax.ShapeDtypeStruct((num_rows, n), out_dtype), num_sms)(
+      tile_group, lhs, rhs)
 
 
-@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms"))
+@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms", "return_h"))
 def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Array,
             tile_fill: jax.Array | None, *, act: tuple, config: MatmulConfig,
-            num_sms: int) -> jax.Array:
+            num_sms: int, return_h: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
   """The gmm with the bias + GLU in its epilogue; inputs are validated by the API.
 
   Args:
@@ -359,10 +373,11 @@ def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Arr
       out 0), or None for all.
     act: the activation's items (`reference.glu_pair`'s keywords).
     config, num_sms: as for `gmm`.
+    return_h: also write the products h (a training forward, whose backward needs them).
 
   Returns:
     [R, I] of lhs's dtype: `tile_glu(gmm(lhs, rhs) in lhs's dtype, bias)`, without the
-    [R, 2I] products leaving the chip.
+    [R, 2I] products leaving the chip; with return_h, (that, h [R, 2I]).
   """
   plgpu = _compat.mosaic_gpu()
   num_rows, n = lhs.shape[0], rhs.shape[2]
@@ -370,12 +385,19 @@ def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Arr
   tile_rows = params["tile_rows"]
   check_glu_smem(config, tile_rows, tile_rows // 2 if _split_rows(config.block_n) else tile_rows,
                  lhs.dtype.itemsize)
-  params.update(epi_n=_GLU_N, glu=act)
+  params.update(epi_n=_GLU_N, glu=act, write_h=return_h)
 
   def moe_gmm_glu_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_GLU_NAME)
     _kernel(*refs, **params)
-  return _launch(plgpu, moe_gmm_glu_mgpu, (num_rows, n // 2), lhs.dtype, num_sms)(
-      tile_group, lhs, rhs, *glu_operands(bias, tile_group, tile_fill, n, params))
+  return _launch(plgpu, moe_gmm_glu_mgpu, glu_out_type(num_rows, n, lhs.dtype, return_h),
+                 num_sms)(tile_group, lhs, rhs, *glu_operands(bias, tile_group, tile_fill, n,
+                                                               params))
+
+
+def glu_out_type(num_rows: int, n: int, dtype, return_h: bool):
+  """gmm_glu's outputs: [R, N / 2], and with return_h also h [R, N], of `dtype`."""
+  out = jax.ShapeDtypeStruct((num_rows, n // 2), dtype)
+  return (out, jax.ShapeDtypeStruct((num_rows, n), dtype)) if return_h else out
 
 
 def check_glu_smem(config: MatmulConfig, tile_rows: int, staging_rows: int, item: int) -> None:
@@ -567,5 +589,5 @@ def tgmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array,
 
   def moe_tgmm_mgpu(*refs):  # the kernel's name in jaxprs and profiles (TGMM_NAME)
     _tgmm_kernel(*refs, **params)
-  return _launch(plgpu, moe_tgmm_mgpu, (num_groups, lhs.shape[1], rhs.shape[1]), out_dtype,
-                 num_sms)(start, steps, lhs, rhs)
+  out_type = jax.ShapeDtypeStruct((num_groups, lhs.shape[1], rhs.shape[1]), out_dtype)
+  return _launch(plgpu, moe_tgmm_mgpu, out_type, num_sms)(start, steps, lhs, rhs)

@@ -21,7 +21,8 @@ at 256 the plain gmm ran 7x slower; a tgmm [BK, BN] block holds at most 128 * 19
 so the TMA warpgroup gives up all but 24 registers and each compute warpgroup gets 240. At 232 (the TMA warpgroup keeping 40)
 ptxas serialized the 192-column gmm_glu's wgmmas for want of registers, and it ran
 1.3x slower (bench/NOTES.md, variants 27-31). gmm_glu accumulates in two [64, BN]
-halves, both rounded to h before the epilogue, which then runs half by half.
+halves, both rounded to h before the epilogue, which then runs half by half (with
+`return_h`, a training forward, each half's h is stored first, through the same staging).
 """
 from __future__ import annotations
 
@@ -119,10 +120,11 @@ def _ring(plgpu, stages: int) -> dict:
 
 def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int,
             tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
-            row_band: int, transpose_rhs: bool, epi_n: int, glu: tuple | None = None):
+            row_band: int, transpose_rhs: bool, epi_n: int, glu: tuple | None = None,
+            write_h: bool = False):
   """refs as `grouped_matmul_mgpu._kernel`'s."""
   plgpu = _compat.mosaic_gpu()
-  *glu_refs, out_gmem = refs
+  *glu_refs, out_gmem, h_gmem = refs if write_h else (*refs, None)
   out_dtype = out_gmem.dtype
   dtype = lhs_gmem.dtype
   block_out = block_n // 2 if glu is not None else block_n
@@ -186,9 +188,14 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
         t, j, group = info
         out_tile = out_gmem.at[pl.ds(t * tile_rows, tile_rows), pl.ds(j * block_out, block_out)]
 
-        def store(half, value_of):
-          mgpu._store(plgpu, out_smem.at[wg, half], out_tile.at[pl.ds(half * half_rows, half_rows)],
-                      block_out, epi_n, value_of)
+        def store(half, value_of, out=out_tile, width=block_out):
+          mgpu._store(plgpu, out_smem.at[wg, half], out.at[pl.ds(half * half_rows, half_rows)],
+                      width, epi_n, value_of)
+
+        def store_h(half, value_of):  # h's [half_rows, BN] half, through the same staging
+          if h_gmem is not None:
+            h_tile = h_gmem.at[pl.ds(t * tile_rows, tile_rows), pl.ds(j * block_n, block_n)]
+            store(half, value_of, h_tile, block_n)
         mine = owner == wg
 
         @pl.when(jnp.logical_and(mine, used))
@@ -212,6 +219,7 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
             # epilogue's pickers and temporaries.
             hs = [acc[...].astype(dtype) for acc in accs]
             for half, h in enumerate(hs):
+              store_h(half, lambda cs, h=h: h[:, cs])
               store(half, functools.partial(mgpu._glu_block, plgpu, pick_smem.at[wg], bias,
                                             fill_gmem[t] - half * half_rows, dict(glu), h))
           pl.run_scoped(run, *(plgpu.ACC((half_rows, block_n), jnp.float32)
@@ -219,8 +227,10 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
 
         @pl.when(jnp.logical_and(mine, jnp.logical_not(used)))
         def _():
+          zeros = lambda cs: jnp.zeros((half_rows, epi_n), out_dtype)  # noqa: E731
           for half in range(halves):
-            store(half, lambda cs: jnp.zeros((half_rows, epi_n), out_dtype))
+            store_h(half, zeros)
+            store(half, zeros)
       walk(body)
 
   plgpu.wait_smem_to_gmem(0, wait_read_only=True)
@@ -328,24 +338,27 @@ def gmm(lhs, rhs, tile_group, *, transpose_rhs: bool, out_dtype, config: MatmulC
 
   def moe_gmm_pingpong(*refs):  # the kernel's name in jaxprs and profiles (GMM_NAME)
     _kernel(*refs, **params)
-  return mgpu._launch(plgpu, moe_gmm_pingpong, (lhs.shape[0], n), out_dtype, num_sms)(
+  out_type = jax.ShapeDtypeStruct((lhs.shape[0], n), out_dtype)
+  return mgpu._launch(plgpu, moe_gmm_pingpong, out_type, num_sms)(
       tile_group, lhs, rhs)
 
 
-@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms"))
+@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms", "return_h"))
 def gmm_glu(lhs, rhs, bias, tile_group, tile_fill, *, act: tuple, config: MatmulConfig,
-            num_sms: int):
+            num_sms: int, return_h: bool = False):
   """`grouped_matmul_mgpu.gmm_glu` with the ping-pong schedule; inputs are validated by
   the API."""
   plgpu = _compat.mosaic_gpu()
   num_rows, n = lhs.shape[0], rhs.shape[2]
   params = _params("gmm_glu", lhs, tile_group, n, config, transpose_rhs=False,
                    out_bytes=lhs.dtype.itemsize, glu=act)
+  params["write_h"] = return_h
   mgpu.check_glu_smem(config, params["tile_rows"], params["tile_rows"], lhs.dtype.itemsize)
 
   def moe_gmm_glu_pingpong(*refs):  # the kernel's name in jaxprs and profiles (GMM_GLU_NAME)
     _kernel(*refs, **params)
-  return mgpu._launch(plgpu, moe_gmm_glu_pingpong, (num_rows, n // 2), lhs.dtype, num_sms)(
+  out_type = mgpu.glu_out_type(num_rows, n, lhs.dtype, return_h)
+  return mgpu._launch(plgpu, moe_gmm_glu_pingpong, out_type, num_sms)(
       tile_group, lhs, rhs, *mgpu.glu_operands(bias, tile_group, tile_fill, n, params))
 
 
@@ -361,5 +374,5 @@ def tgmm(lhs, rhs, tile_group, tile_fill=None, *, num_groups: int, out_dtype,
 
   def moe_tgmm_pingpong(*refs):  # the kernel's name in jaxprs and profiles (TGMM_NAME)
     _tgmm_kernel(*refs, **params)
-  return mgpu._launch(plgpu, moe_tgmm_pingpong, (num_groups, lhs.shape[1], rhs.shape[1]),
-                      out_dtype, num_sms)(start, steps, lhs, rhs)
+  out_type = jax.ShapeDtypeStruct((num_groups, lhs.shape[1], rhs.shape[1]), out_dtype)
+  return mgpu._launch(plgpu, moe_tgmm_pingpong, out_type, num_sms)(start, steps, lhs, rhs)

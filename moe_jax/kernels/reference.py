@@ -356,13 +356,16 @@ def tile_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array,
 
 def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Array,
             tile_fill: jax.Array | None = None, *, activation: str, alpha: float = 1.702,
-            limit: float = 7.0, precision=None) -> jax.Array:
+            limit: float = 7.0, precision=None, return_h: bool = False
+            ) -> jax.Array | tuple[jax.Array, jax.Array]:
   """`tile_glu(gmm(lhs, rhs, tile_group), bias, ...)`: the grouped up-projection and its
   bias + GLU, [R, K] x [E, K, 2I] -> [R, I] of lhs's dtype. The products are rounded to
-  lhs's dtype before the bias, as a stored h would be."""
+  lhs's dtype before the bias, as a stored h would be; return_h also returns them
+  (h [R, 2I], as `gmm` gives it)."""
   h = gmm(lhs, rhs, tile_group, precision=precision)
-  return tile_glu(h, bias, tile_group, tile_fill, activation=activation, alpha=alpha,
-                  limit=limit)
+  out = tile_glu(h, bias, tile_group, tile_fill, activation=activation, alpha=alpha,
+                 limit=limit)
+  return (out, h) if return_h else out
 
 
 def tile_glu_grad(h: jax.Array, bias: jax.Array, g: jax.Array, tile_expert: jax.Array,

@@ -54,11 +54,18 @@ def _case(tm, e, k, two_i, tile_group, tile_fill, seed=0):
           jnp.asarray(groups), tile_fill, keep)
 
 
-def _oracle(x, w, bias, groups, keep, activation):
+def _products(x, w, groups):
+  """h = x @ w[group] in float64 (exact in bf16 here), 0 on unused tiles and NaN rows."""
   tm = x.shape[0] // groups.shape[0]
   rows = np.repeat(np.asarray(groups), tm)
   h = np.einsum("rk,rkf->rf", np.nan_to_num(f64(x)), f64(w)[np.maximum(rows, 0)])
-  h = h + f64(bias)[np.maximum(rows, 0)]
+  return np.where((rows >= 0)[:, None], h, 0.0)
+
+
+def _oracle(x, w, bias, groups, keep, activation):
+  tm = x.shape[0] // groups.shape[0]
+  rows = np.repeat(np.asarray(groups), tm)
+  h = _products(x, w, groups) + f64(bias)[np.maximum(rows, 0)]
   a = np_glu_and_grad(h[:, 0::2], h[:, 1::2], activation)[0]
   return np.where(keep[:, None], a, 0.0)
 
@@ -81,6 +88,26 @@ def test_matches_float64(case, implementation, activation):
   _check(fn(x, w, bias, groups, fill), x, w, bias, groups, keep, activation)
 
 
+def _check_h(h, x, w, groups, keep):
+  """The products h of a training forward: exact (they are exact in bf16 here) on the
+  kept rows and on unused tiles (0); rows past a fill hold x's NaN times w."""
+  assert h.shape == (x.shape[0], w.shape[2]) and h.dtype == x.dtype
+  used = np.repeat(np.asarray(groups) >= 0, x.shape[0] // groups.shape[0])
+  checked = keep | ~used
+  np.testing.assert_array_equal(f64(h)[checked], _products(x, w, groups)[checked])
+
+
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
+@pytest.mark.parametrize("case", CASES[:2])
+def test_return_h_gives_the_products(case, implementation):
+  x, w, bias, groups, fill, keep = _case(*case)
+  fn = jax.jit(lambda *a: gmm_glu(*a, implementation=implementation, return_h=True,
+                                  interpret=None if implementation == "xla" else True, **ACT))
+  out, h = fn(x, w, bias, groups, fill)
+  _check(out, x, w, bias, groups, keep)
+  _check_h(h, x, w, groups, keep)
+
+
 def _mosaic_config(case, schedule="cooperative"):
   # A ping-pong warpgroup holds a whole [128, BN] accumulator: BN <= 192.
   block_n = case[6] if schedule == "cooperative" or case[6] <= 192 else 128
@@ -99,6 +126,12 @@ def test_mosaic_matches_float64_and_the_two_ops(case, schedule):
   name = mosaic_gmm_kernels(config).GMM_GLU_NAME
   assert name in jax.jit(fused).lower(x, w, bias, groups, fill).as_text()
   _check(got, x, w, bias, groups, keep)
+  # The training forward: the same output, bit for bit, and the products beside it.
+  with_h = jax.jit(lambda *a: gmm_glu(*a, implementation="pallas", config=config,
+                                      return_h=True, **ACT))
+  out, h = with_h(x, w, bias, groups, fill)
+  np.testing.assert_array_equal(f64(out), f64(got))
+  _check_h(h, x, w, groups, keep)
   # The two ops it replaces, on data without NaN (gmm's h would carry them to the
   # GLU kernel's rows past the fill, which it zeroes too): the same math in f32 and
   # one rounding, so equal but for an ulp where the two compilers' exp differ.
@@ -109,15 +142,16 @@ def test_mosaic_matches_float64_and_the_two_ops(case, schedule):
                              atol=2 ** -7)
 
 
+@pytest.mark.parametrize("return_h", [False, True])
 @pytest.mark.parametrize("schedule", ["cooperative", "pingpong"])
 @pytest.mark.parametrize("case", CASES[2:])
-def test_mosaic_lowers_for_cuda(case, schedule):
+def test_mosaic_lowers_for_cuda(case, schedule, return_h):
   """Tracing and Mosaic GPU lowering run on any machine."""
   x, w, bias, groups, fill, _ = _case(*case)
   config = _mosaic_config(case, schedule)
   kernels = mosaic_gmm_kernels(config)
   fn = lambda *a: kernels.gmm_glu(*a, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
-                                  config=config, num_sms=132)
+                                  config=config, num_sms=132, return_h=return_h)
   assert kernels.GMM_GLU_NAME in _compat.lower_for_cuda(fn, x, w, bias, groups, fill)
 
 
