@@ -61,3 +61,20 @@ class Log:
     self.out["rows"].append(record)
     with open(self.path, "w") as f:
       json.dump(self.out, f, indent=1)
+
+
+def glu_backward_operands(e: int, tiles: int, hidden: int, inter: int, seed: int = 6):
+  """The experts' backward on a synthetic layout (`layout`): (h [R, 2I], the up bias,
+  group, fill, g [R, H], the down weights [E, I, H]), bf16; h = x @ w_up of random x
+  zeroed on the layout's empty rows, g zero there too."""
+  from moe_jax import kernels  # pylint: disable=g-import-not-at-top
+  x, w_up, b, group, fill = operands(e, hidden, 2 * inter, tiles, seed=seed)
+  keep = (jnp.arange(tiles * 128) % 128 < jnp.repeat(fill, 128))[:, None]
+  keep = keep & jnp.repeat(group >= 0, 128)[:, None]
+  x = jnp.where(keep, x, 0).astype(x.dtype)
+  h = kernels.gmm(x, w_up, group, implementation="pallas")
+  g = jnp.where(keep, jax.random.normal(jax.random.key(9), (tiles * 128, hidden), jnp.bfloat16),
+                0)
+  w_down = (jax.random.normal(jax.random.key(10), (e, inter, hidden), jnp.float32)
+            / hidden ** 0.5).astype(jnp.bfloat16)
+  return h, b, group, fill, g, w_down

@@ -1,0 +1,18 @@
+# Variant 34 on the GPU machine (repository root): the probe with ptxas reports, the
+# layer's per-kernel breakdown before (HEAD) and after (this tree), and the gpu tests
+# that touch the change. Writes under $OUT/r.
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+D=bench/results/nvidia-h200
+mkdir -p $OUT/r
+timeout 150 python3 -m pytest -q -m gpu tests/kernels/test_gmm_glu_grad.py > $OUT/r/pytest-gpu.txt 2>&1
+echo pytest rc=$?; tail -3 $OUT/r/pytest-gpu.txt
+MOSAIC_GPU_DUMP_PTXAS=1 timeout 120 python3 $D/glu-grad/probe.py $OUT/r/probe.json > $OUT/r/probe.txt 2>&1
+echo probe rc=$?; grep '"op"' $OUT/r/probe.json | head; grep -i "spill\|C7512" $OUT/r/probe.txt | sort | uniq -c | head
+ROWS="gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd"
+rm -rf /tmp/base && mkdir -p /tmp/base && git archive HEAD | tar -x -C /tmp/base
+(cd /tmp/base && PYTHONPATH=/tmp/base timeout 120 python3 $D/kernel-breakdown/breakdown.py $OUT/r/layer-base.json $ROWS) > $OUT/r/layer-base.txt 2>&1
+echo base rc=$?
+timeout 120 python3 $D/kernel-breakdown/breakdown.py $OUT/r/layer-new.json $ROWS > $OUT/r/layer-new.txt 2>&1
+echo new rc=$?
+grep -h "==" $OUT/r/layer-*.txt
+tar czf $OUT/r.tgz -C $OUT r && rm -rf $OUT/r
