@@ -8,11 +8,5 @@ timeout 150 python3 -m pytest -q -m gpu tests/kernels/test_gmm_glu_grad.py > $OU
 echo pytest rc=$?; tail -3 $OUT/r/pytest-gpu.txt
 MOSAIC_GPU_DUMP_PTXAS=1 timeout 120 python3 $D/glu-grad/probe.py $OUT/r/probe.json > $OUT/r/probe.txt 2>&1
 echo probe rc=$?; grep '"op"' $OUT/r/probe.json | head; grep -i "spill\|C7512" $OUT/r/probe.txt | sort | uniq -c | head
-ROWS="gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd"
-rm -rf /tmp/base && mkdir -p /tmp/base && git archive HEAD | tar -x -C /tmp/base
-(cd /tmp/base && PYTHONPATH=/tmp/base timeout 120 python3 $D/kernel-breakdown/breakdown.py $OUT/r/layer-base.json $ROWS) > $OUT/r/layer-base.txt 2>&1
-echo base rc=$?
-timeout 120 python3 $D/kernel-breakdown/breakdown.py $OUT/r/layer-new.json $ROWS > $OUT/r/layer-new.txt 2>&1
-echo new rc=$?
-grep -h "==" $OUT/r/layer-*.txt
+bash $D/kernel-breakdown/ab.sh $OUT/r gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd
 tar czf $OUT/r.tgz -C $OUT r && rm -rf $OUT/r

@@ -6,12 +6,7 @@ D=bench/results/nvidia-h200
 mkdir -p $OUT/r
 MOSAIC_GPU_DUMP_PTXAS=1 timeout 150 python3 $D/train-fwd/probe.py $OUT/r/probe.json > $OUT/r/probe.txt 2>&1
 echo probe rc=$?
-ROWS="gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd"
-rm -rf /tmp/base && mkdir -p /tmp/base && git archive HEAD | tar -x -C /tmp/base
-(cd /tmp/base && PYTHONPATH=/tmp/base timeout 120 python3 $D/kernel-breakdown/breakdown.py $OUT/r/layer-base.json $ROWS) > $OUT/r/layer-base.txt 2>&1
-echo base rc=$?
-timeout 120 python3 $D/kernel-breakdown/breakdown.py $OUT/r/layer-new.json $ROWS > $OUT/r/layer-new.txt 2>&1
-echo new rc=$?
+bash $D/kernel-breakdown/ab.sh $OUT/r gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd
 timeout 200 python3 -m pytest -q -m gpu tests/kernels/test_gmm_glu.py tests/core/test_layer.py > $OUT/r/pytest-gpu.txt 2>&1
 echo pytest rc=$?
 tail -3 $OUT/r/pytest-gpu.txt
