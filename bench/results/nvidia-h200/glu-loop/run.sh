@@ -1,14 +1,8 @@
 # Variant 37 on the GPU machine (repository root): the probe against HEAD's kernel (a git
 # archive) and this tree's, and the compiled GLU tests. Writes under $OUT/r.
 # The layer's A/B at the probe's best block: layer.py (see its docstring).
-export PYTHONUNBUFFERED=1
 D=bench/results/nvidia-h200
-mkdir -p $OUT/r
-rm -rf /tmp/base && mkdir -p /tmp/base && git archive HEAD | tar -x -C /tmp/base
-(cd /tmp/base && PYTHONPATH=/tmp/base timeout 80 python3 $OLDPWD/$D/glu-loop/probe.py $OUT/r/probe-base.json) > $OUT/r/probe-base.txt 2>&1
-echo probe-base rc=$?
-PYTHONPATH=$PWD timeout 90 python3 $D/glu-loop/probe.py $OUT/r/probe-new.json > $OUT/r/probe-new.txt 2>&1
-echo probe-new rc=$?
+bash $D/kernel-breakdown/probe_ab.sh $OUT/r $D/glu-loop/probe.py 90
 python3 -c "
 import json
 for f in ('base', 'new'):
