@@ -1,5 +1,6 @@
-"""Helpers of the grouped-matmul probe scripts under bench/results (GPU only): synthetic
-gpt-oss-20b-like tile layouts, their operands, CUPTI timing and a JSON record log."""
+"""Helpers of the probe scripts under bench/results (GPU only): synthetic
+gpt-oss-20b-like tile layouts, their operands, CUPTI timing, a JSON record log, and a
+layer case compiled as moe-bench builds it."""
 from __future__ import annotations
 
 import json
@@ -78,3 +79,26 @@ def glu_backward_operands(e: int, tiles: int, hidden: int, inter: int, seed: int
   w_down = (jax.random.normal(jax.random.key(10), (e, inter, hidden), jnp.float32)
             / hidden ** 0.5).astype(jnp.bfloat16)
   return h, b, group, fill, g, w_down
+
+
+def bench_case(config: str, impl: str, mode: str, component: str = "layer", warm: int = 5):
+  """(compiled, inputs): the JAX case of `moe-bench` (`JaxRunner.build` and `prepare`)
+  for one config, impl ("pallas/binned", ...), mode and component, after `warm` synced
+  calls on its rotated inputs."""
+  # pylint: disable=import-outside-toplevel
+  from bench import configs
+  from bench.plan import CaseSpec
+  from bench.runners_jax import JaxRunner
+  from bench.timing import Protocol
+  runner = JaxRunner(configs.select(config)[0], Protocol())
+  case = CaseSpec(config=config, component=component, mode=mode, framework="jax", impl=impl,
+                  variant=impl.split("/")[1])
+  built = runner.build(case)
+  compiled, _, _ = runner.prepare(built)
+  inputs = built.inputs
+  out = None
+  for i in range(warm):
+    out = None
+    out = compiled(*inputs[i % len(inputs)])
+    jax.block_until_ready(out)
+  return compiled, inputs

@@ -27,10 +27,7 @@ import numpy as np  # noqa: E402
 import jax  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
-from bench import configs  # noqa: E402
-from bench.plan import CaseSpec  # noqa: E402
-from bench.runners_jax import JaxRunner  # noqa: E402
-from bench.timing import Protocol  # noqa: E402
+from bench.gmm_probe import bench_case  # noqa: E402
 
 ROWS = [("gpt-oss-20b", "pallas/dropless", "fwd+bwd"), ("gpt-oss-20b", "pallas/binned", "fwd")]
 CALLS = 8
@@ -78,17 +75,9 @@ def per_call(events):
 def main(out_path):
   report = []
   for config, impl, mode in ROWS:
-    runner = JaxRunner(configs.select(config)[0], Protocol())
-    case = CaseSpec(config=config, component="layer", mode=mode, framework="jax", impl=impl,
-                    variant=impl.split("/")[1])
-    built = runner.build(case)
-    compiled, _, _ = runner.prepare(built)
-    args, n = built.inputs, len(built.inputs)
+    compiled, args = bench_case(config, impl, mode, warm=6)
+    n = len(args)
     out = None
-    for i in range(6):
-      out = None
-      out = compiled(*args[i % n])
-      jax.block_until_ready(out)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
       for i in range(CALLS):
         with record_function(f"moe_call_{i}"):
@@ -110,7 +99,7 @@ def main(out_path):
     report.append(row)
     with open(out_path, "w") as f:
       json.dump(report, f, indent=1)
-    del compiled, built, runner
+    del compiled, args
 
 
 if __name__ == "__main__":

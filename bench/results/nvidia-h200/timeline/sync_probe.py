@@ -24,10 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.mosaic.gpu import profiler
 
-from bench import configs
-from bench.plan import CaseSpec
-from bench.runners_jax import JaxRunner
-from bench.timing import Protocol
+from bench.gmm_probe import bench_case
 
 CALLS = 30
 
@@ -84,14 +81,9 @@ def main(out_path):
   log(case="chain", **measure(chain, lambda i: (a,), 1))
   for config, impl, mode in (("gpt-oss-20b", "pallas/dropless", "fwd+bwd"),
                              ("gpt-oss-20b", "pallas/binned", "fwd")):
-    runner = JaxRunner(configs.select(config)[0], Protocol())
-    case = CaseSpec(config=config, component="layer", mode=mode, framework="jax", impl=impl,
-                    variant=impl.split("/")[1])
-    built = runner.build(case)
-    compiled, _, _ = runner.prepare(built)
-    args = built.inputs
+    compiled, args = bench_case(config, impl, mode, warm=0)
     log(case=f"{config} {impl} {mode}", **measure(compiled, lambda i: args[i], len(args)))
-    del compiled, built, runner
+    del compiled, args
 
 
 if __name__ == "__main__":
