@@ -34,14 +34,16 @@ from moe_jax.config import check_implementation
 from moe_jax.dispatch import DispatchMeta
 
 
-def _pack(src, gather_token, combine_index, implementation, scale=None, gather_slot=None):
+def _pack(src, gather_token, combine_index, implementation, scale=None, gather_slot=None,
+          rows_used=None):
   """buf[r] = src[token(r)] (* scale[slot(r)]), 0 for empty rows: [R, H].
 
   scale is [T, K] (per slot); the "xla" path needs gather_slot [R] to read it per row.
+  rows_used: `kernels.scatter_rows`' (the empty rows past it may hold anything).
   """
   if kernels.resolve_implementation(implementation) == "pallas":
     return kernels.scatter_rows(src, combine_index, scale, num_rows=gather_token.shape[0],
-                                implementation="pallas")
+                                rows_used=rows_used, implementation="pallas")
   row_scale = None
   if scale is not None:
     flat = scale.reshape(-1)
@@ -49,38 +51,40 @@ def _pack(src, gather_token, combine_index, implementation, scale=None, gather_s
   return kernels.gather_rows(src, gather_token, row_scale, implementation="xla")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _gather(x, gather_token, combine_index, implementation):
-  return _pack(x, gather_token, combine_index, implementation)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _gather(x, gather_token, combine_index, rows_used, implementation):
+  return _pack(x, gather_token, combine_index, implementation, rows_used=rows_used)
 
 
-def _gather_fwd(x, gather_token, combine_index, implementation):
-  return _gather(x, gather_token, combine_index, implementation), (gather_token, combine_index)
+def _gather_fwd(x, gather_token, combine_index, rows_used, implementation):
+  out = _gather(x, gather_token, combine_index, rows_used, implementation)
+  return out, (gather_token, combine_index)
 
 
 def _gather_bwd(implementation, res, g):
   gather_token, combine_index = res
   dx = kernels.combine_rows(g, combine_index, None, out_dtype=g.dtype,
                             implementation=implementation)  # [T, H]
-  return dx, None, None
+  return dx, None, None, None
 
 
 _gather.defvjp(_gather_fwd, _gather_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
 def _scatter(rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot,
-             implementation):
+             rows_used, implementation):
   return kernels.combine_rows(rows, combine_index, weights, bias=bias,
                               bias_index=None if bias is None else slot_expert,
                               out_dtype=rows.dtype, implementation=implementation)
 
 
 def _scatter_fwd(rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot,
-                 implementation):
+                 rows_used, implementation):
   out = _scatter(rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot,
-                 implementation)
-  return out, (rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot)
+                 rows_used, implementation)
+  return out, (rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot,
+               rows_used)
 
 
 def _split(x: jax.Array, dtype) -> tuple[jax.Array, ...]:
@@ -123,9 +127,9 @@ def _slot_bias_grads(g, weights, bias, combine_index, slot_expert):
 
 
 def _scatter_bwd(implementation, res, g):
-  rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot = res
+  rows, weights, bias, combine_index, slot_expert, gather_token, gather_slot, rows_used = res
   d_rows = _pack(g, gather_token, combine_index, implementation, scale=weights,
-                 gather_slot=gather_slot)
+                 gather_slot=gather_slot, rows_used=rows_used)
   d_weights = kernels.slot_dots(rows, combine_index, g, implementation=implementation)  # [T, K]
   d_bias = None
   if bias is not None:
@@ -133,10 +137,22 @@ def _scatter_bwd(implementation, res, g):
     d_weights = d_weights + d_weights_bias
     d_bias = d_bias.astype(bias.dtype)
   return (d_rows.astype(rows.dtype), d_weights.astype(weights.dtype), d_bias, None, None,
-          None, None)
+          None, None, None)
 
 
 _scatter.defvjp(_scatter_fwd, _scatter_bwd)
+
+
+def _rows_used(meta: DispatchMeta, skip_unused: bool) -> jax.Array | None:
+  """The grouped layout's rows up to the end of its last used tile (unused tiles come
+  last), when skip_unused; else None."""
+  if not skip_unused:
+    return None
+  if not meta.grouped:
+    raise ValueError("skip_unused=True needs the grouped layout (meta.grouped), got the "
+                     "padded one")
+  num_tiles = meta.tile_expert.shape[0]
+  return jnp.sum(meta.tile_expert >= 0, dtype=jnp.int32) * (meta.num_rows // num_tiles)
 
 
 def _buffer_shape(meta: DispatchMeta, hidden: int) -> tuple[int, ...]:
@@ -145,29 +161,33 @@ def _buffer_shape(meta: DispatchMeta, hidden: int) -> tuple[int, ...]:
   return (meta.num_experts, meta.capacity, hidden)  # [E, C, H]
 
 
-def binned_gather(x: jax.Array, meta: DispatchMeta, *, implementation: str | None = None) -> jax.Array:
+def binned_gather(x: jax.Array, meta: DispatchMeta, *, implementation: str | None = None,
+                  skip_unused: bool = False) -> jax.Array:
   """Gathers tokens into the expert buffer.
 
   Args:
     x: [T, H] tokens.
     meta: from `make_dispatch`.
     implementation: "xla", "pallas", or None (pallas on GPU, xla elsewhere).
+    skip_unused: grouped layout only: the rows of unused tiles may be left unwritten
+      (they then hold anything), for a caller that never reads them (the layer).
 
   Returns:
     [E, C, H] in the padded layout, [R, H] expert-sorted row tiles in the grouped
-    one (see `moe_jax.dispatch`); empty rows are zero; x's dtype.
+    one (see `moe_jax.dispatch`); empty rows are zero (but with skip_unused); x's dtype.
   """
   check_implementation(implementation)
   if x.ndim != 2 or x.shape[0] != meta.combine_index.shape[0]:
     raise ValueError(
         f"x must be [T={meta.combine_index.shape[0]}, H], got shape {x.shape}")
-  rows = _gather(x, meta.gather_token, meta.combine_index, implementation)
+  rows = _gather(x, meta.gather_token, meta.combine_index, _rows_used(meta, skip_unused),
+                 implementation)
   return rows.reshape(_buffer_shape(meta, x.shape[1]))
 
 
 def binned_scatter(y: jax.Array, meta: DispatchMeta, weights: jax.Array, *,
                    bias: jax.Array | None = None, expert_indices: jax.Array | None = None,
-                   implementation: str | None = None) -> jax.Array:
+                   implementation: str | None = None, skip_unused: bool = False) -> jax.Array:
   """Weighted combine of the expert buffer back to tokens.
 
   Each token sums its K slot rows in slot order, accumulating in float32:
@@ -183,6 +203,7 @@ def binned_scatter(y: jax.Array, meta: DispatchMeta, weights: jax.Array, *,
     expert_indices: [T, K] int32 expert of each slot (the indices `meta` was made
       from); required with bias.
     implementation: "xla", "pallas", or None.
+    skip_unused: as for `binned_gather`, for y's gradient.
 
   Returns:
     [T, H] in y's dtype.
@@ -209,4 +230,5 @@ def binned_scatter(y: jax.Array, meta: DispatchMeta, weights: jax.Array, *,
     slot_expert = expert_indices.astype(jnp.int32)
   rows = y.reshape(meta.num_rows, y.shape[-1])
   return _scatter(rows, weights.astype(jnp.float32), bias, meta.combine_index, slot_expert,
-                  meta.gather_token, meta.gather_slot, implementation)
+                  meta.gather_token, meta.gather_slot, _rows_used(meta, skip_unused),
+                  implementation)

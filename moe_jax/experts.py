@@ -60,22 +60,23 @@ def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: j
   return out if down_proj_bias is None else add_tile_bias(out, down_proj_bias, None)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _grouped_linear(x, w, tile_expert, tile_fill, precision, implementation):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _grouped_linear(x, w, tile_expert, tile_fill, precision, implementation, zero_unused):
   return kernels.gmm(x, w, tile_expert, out_dtype=_dot_dtype(x.dtype), precision=precision,
-                     implementation=implementation)
+                     implementation=implementation, zero_unused=zero_unused)
 
 
-def _grouped_linear_fwd(x, w, tile_expert, tile_fill, precision, implementation):
-  out = _grouped_linear(x, w, tile_expert, tile_fill, precision, implementation)
+def _grouped_linear_fwd(x, w, tile_expert, tile_fill, precision, implementation, zero_unused):
+  out = _grouped_linear(x, w, tile_expert, tile_fill, precision, implementation, zero_unused)
   return out, (x, w, tile_expert, tile_fill)
 
 
-def _grouped_linear_bwd(precision, implementation, res, g):
+def _grouped_linear_bwd(precision, implementation, zero_unused, res, g):
   x, w, tile_expert, tile_fill = res
   g = g.astype(x.dtype)
   lin = dict(precision=precision, implementation=implementation)
-  dx = kernels.gmm(g, w, tile_expert, transpose_rhs=True, out_dtype=x.dtype, **lin)  # [R, K]
+  dx = kernels.gmm(g, w, tile_expert, transpose_rhs=True, out_dtype=x.dtype,
+                   zero_unused=zero_unused, **lin)  # [R, K]
   # x is zero past each tile's fill, so those rows add nothing to dw: tgmm skips them.
   dw = kernels.tgmm(x, g, tile_expert, num_groups=w.shape[0], out_dtype=w.dtype,
                     tile_fill=tile_fill, **lin)  # [E, K, N]
@@ -88,16 +89,18 @@ _grouped_linear.defvjp(_grouped_linear_fwd, _grouped_linear_bwd)
 def grouped_linear(x: jax.Array, w: jax.Array, tile_expert: jax.Array, *,
                    tile_fill: jax.Array | None = None,
                    precision: jax.lax.Precision | None = None,
-                   implementation: str | None = None) -> jax.Array:
+                   implementation: str | None = None, zero_unused: bool = True) -> jax.Array:
   """Differentiable grouped matmul over row tiles: x [R, K] @ w[tile_expert] -> [R, N].
 
   forward `gmm`; backward dx = `gmm` with w transposed, dw = `tgmm`: the same
   kernels serve "xla" (ragged_dot) and "pallas". Output in `_dot_dtype(x.dtype)`.
   tile_fill ([num_tiles] int32, optional): rows of each tile that hold data; x must
   be zero past it, so that the weight gradient's `tgmm` may skip those rows.
+  zero_unused: as for `kernels.gmm`, for the output and for dx (False: their unused
+  tiles' rows may hold anything).
   """
   return _grouped_linear(x, w.astype(x.dtype), tile_expert, tile_fill, precision,
-                         implementation)
+                         implementation, bool(zero_unused))
 
 
 def _tiles_to_experts(tile_sums: jax.Array, tile_expert: jax.Array | None,
@@ -223,23 +226,26 @@ def add_tile_bias(h: jax.Array, bias: jax.Array, tile_expert: jax.Array | None) 
   return _add_tile_bias(h, bias, tile_expert)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _grouped_glu(x, w, bias, tile_expert, tile_fill, precision, act, implementation):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def _grouped_glu(x, w, bias, tile_expert, tile_fill, precision, act, implementation,
+                 zero_unused):
   return kernels.gmm_glu(x, w, bias, tile_expert, tile_fill, precision=precision,
-                         implementation=implementation, **dict(act))
+                         implementation=implementation, zero_unused=zero_unused, **dict(act))
 
 
-def _grouped_glu_fwd(x, w, bias, tile_expert, tile_fill, precision, act, implementation):
+def _grouped_glu_fwd(x, w, bias, tile_expert, tile_fill, precision, act, implementation,
+                     zero_unused):
   # Differentiated, the fused op also returns h, the residual of the GLU's backward.
   a, h = kernels.gmm_glu(x, w, bias, tile_expert, tile_fill, precision=precision,
-                         implementation=implementation, return_h=True, **dict(act))
+                         implementation=implementation, return_h=True,
+                         zero_unused=zero_unused, **dict(act))
   return a, ((x, w, tile_expert, tile_fill), (h, bias, tile_expert, tile_fill))
 
 
-def _grouped_glu_bwd(precision, act, implementation, res, g):
+def _grouped_glu_bwd(precision, act, implementation, zero_unused, res, g):
   lin_res, glu_res = res
   g_h, d_bias, _, _ = _bias_glu_bwd(act, implementation, glu_res, g)
-  dx, dw, _, _ = _grouped_linear_bwd(precision, implementation, lin_res, g_h)
+  dx, dw, _, _ = _grouped_linear_bwd(precision, implementation, zero_unused, lin_res, g_h)
   return dx, dw, d_bias, None, None
 
 
@@ -250,19 +256,20 @@ def grouped_glu(x: jax.Array, w: jax.Array, bias: jax.Array, tile_expert: jax.Ar
                 activation: str, alpha: float = 1.702, limit: float = 7.0,
                 tile_fill: jax.Array | None = None,
                 precision: jax.lax.Precision | None = None,
-                implementation: str | None = None) -> jax.Array:
+                implementation: str | None = None, zero_unused: bool = True) -> jax.Array:
   """`bias_glu(grouped_linear(x, w), bias)` over the tile layout: [R, K] -> [R, I].
 
   One op (`kernels.gmm_glu`: on a Hopper GPU one kernel). Called without
   differentiation the [R, 2I] products stay on chip; differentiated, the same op also
   writes them (`return_h=True`) and saves them for the backward, which is
-  `bias_glu`'s then `grouped_linear`'s. Same values either way.
+  `bias_glu`'s then `grouped_linear`'s. Same values either way. zero_unused: as for
+  `grouped_linear`.
   """
   _check_tile_bias("grouped_glu", jax.ShapeDtypeStruct((x.shape[0], w.shape[-1]), x.dtype),
                    bias, tile_expert)
   act = reference.act_items(activation, alpha, limit)
   return _grouped_glu(x, w.astype(x.dtype), bias, tile_expert, tile_fill, precision, act,
-                      implementation)
+                      implementation, bool(zero_unused))
 
 
 def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.Array,
@@ -270,7 +277,8 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
                      down_proj_bias: jax.Array | None, *, tile_fill: jax.Array | None = None,
                      activation: str, alpha: float = 1.702, limit: float = 7.0,
                      precision: jax.lax.Precision | None = None,
-                     implementation: str | None = None) -> jax.Array:
+                     implementation: str | None = None,
+                     zero_unused: bool = True) -> jax.Array:
   """Runs the experts over the grouped tile layout with grouped matmuls.
 
   The layout of `moe_jax.dispatch`'s grouped mode: dropless, or binned with each
@@ -285,12 +293,20 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
       gradients' `tgmm` may skip them whatever the cotangent.
     implementation: "xla" (ragged_dot), "pallas" (the Pallas grouped matmul) or None.
     down_proj_bias: [E, H], or None to leave it to the combine.
+    zero_unused: False lets the grouped matmuls leave the unused tiles' rows of their
+      outputs and input gradients unwritten (`kernels.gmm`), for a caller that never
+      reads those rows (the layer: its combine and pack read slots' rows only). Needs
+      down_proj_bias None: the bias's gradient sums whole tiles.
 
   Returns:
     [R, H] in rows' dtype, down bias included when given (also on empty rows of
     used tiles, which nothing reads).
   """
-  lin = dict(tile_fill=tile_fill, precision=precision, implementation=implementation)
+  if not zero_unused and down_proj_bias is not None:
+    raise ValueError("zero_unused=False needs down_proj_bias=None (its gradient sums every "
+                     "row of each tile), got a down_proj_bias")
+  lin = dict(tile_fill=tile_fill, precision=precision, implementation=implementation,
+             zero_unused=zero_unused)
   a = grouped_glu(rows, gate_up_proj, gate_up_proj_bias, tile_expert, activation=activation,
                   alpha=alpha, limit=limit, **lin)  # [R, I]
   out = grouped_linear(a, down_proj, tile_expert, **lin)  # [R, H]

@@ -103,7 +103,11 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
       x2, params.router_weight, params.router_bias, top_k=config.top_k, kind=config.router,
       normalize_topk=config.normalize_topk, precision=precision, implementation=impl)
   meta = layer_dispatch(indices, config)
-  rows = binned.binned_gather(x2, meta, implementation=impl)  # [E, C, H] or [R, H]
+  # On the grouped layout nothing reads the unused tiles' rows (the matmuls skip those
+  # tiles, the combine and the packs read slots' rows): their zeros go unwritten.
+  skip = meta.grouped
+  rows = binned.binned_gather(x2, meta, implementation=impl,
+                              skip_unused=skip)  # [E, C, H] or [R, H]
   mlp_kwargs = dict(activation=config.activation, alpha=config.swiglu_alpha,
                     limit=config.swiglu_limit, precision=precision)
   # The down bias is left to the combine, which adds it per kept slot in f32: no
@@ -112,11 +116,12 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
   if meta.grouped:
     out = experts.dropless_experts(rows, meta.tile_expert, *expert_weights,
                                    tile_fill=meta.tile_fill, implementation=impl,
-                                   **mlp_kwargs)  # [R, H]
+                                   zero_unused=not skip, **mlp_kwargs)  # [R, H]
   else:
     out = experts.binned_experts(rows, *expert_weights, **mlp_kwargs)  # [E, C, H]
   y = binned.binned_scatter(out, meta, weights, bias=params.down_proj_bias,
-                            expert_indices=indices, implementation=impl)  # [T, H]
+                            expert_indices=indices, implementation=impl,
+                            skip_unused=skip)  # [T, H]
 
   aux = dict(
       router_logits=logits,

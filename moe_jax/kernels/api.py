@@ -146,6 +146,7 @@ def scatter_rows(
     scale: jax.Array | None = None,
     *,
     num_rows: int,
+    rows_used: jax.Array | None = None,
     implementation: Implementation | None = None,
     config: BlockConfig | None = None,
     interpret: bool | None = None,
@@ -163,6 +164,10 @@ def scatter_rows(
       entries < 0 or >= R write nothing.
     scale: optional [T, K] floating per-slot factor (computed in float32).
     num_rows: R, rows of the output.
+    rows_used: optional int32 scalar (may be traced): the rows at or past it that no
+      slot targets may be left unwritten (they then hold anything), for callers that
+      never read them, such as the layer past its last used tile. The Pallas kernel
+      skips their zeros; "xla" writes them. None: every such row is 0.
     implementation: "xla" (an XLA scatter), "pallas", or None for the best here.
     config: Pallas tiles: block_rows source rows per program; None picks
       `default_config(T, H, tile_elements=8192)`. Ignored by "xla".
@@ -190,6 +195,10 @@ def scatter_rows(
     scale = scale.astype(jnp.float32)
   if not isinstance(num_rows, int) or isinstance(num_rows, bool) or num_rows < 0:
     raise ValueError(f"num_rows must be an int >= 0, got {num_rows!r}")
+  if rows_used is not None and (np.ndim(rows_used) != 0 or not jnp.issubdtype(
+      jnp.result_type(rows_used), jnp.integer)):
+    raise ValueError(f"rows_used must be None or an integer scalar, got shape "
+                     f"{np.shape(rows_used)} and dtype {jnp.result_type(rows_used)}")
   _check_config(config)
   (num_tokens, h), top_k = np.shape(src), np.shape(dest)[1]
   if num_rows == 0 or h == 0 or num_tokens == 0 or top_k == 0:
@@ -197,7 +206,9 @@ def scatter_rows(
   if impl == "xla":
     return reference.scatter_rows(src, dest, scale, num_rows=num_rows)
   config = config or default_config(num_tokens, h, tile_elements=GATHER_TILE_ELEMENTS)
-  return _scatter.scatter_rows(src, dest, scale, num_rows=num_rows, config=config,
+  if rows_used is not None:
+    rows_used = jnp.asarray(rows_used, jnp.int32)
+  return _scatter.scatter_rows(src, dest, scale, rows_used, num_rows=num_rows, config=config,
                                interpret=_interpret(interpret))
 
 
@@ -482,6 +493,7 @@ def gmm(
     implementation: Implementation | None = None,
     config: MatmulConfig | None = None,
     interpret: bool | None = None,
+    zero_unused: bool = True,
 ) -> jax.Array:
   """Grouped matmul over row tiles: out[r] = lhs[r] @ rhs[tile_group[r // TM]].
 
@@ -501,6 +513,9 @@ def gmm(
     config: Pallas tiles; None picks `default_matmul_config` (tuned on an H100).
       Ignored by "xla".
     interpret: Pallas only: run in the interpreter; None means "when not on a GPU".
+    zero_unused: the unused tiles' output rows are 0. False lets a kernel leave them
+      unwritten (they then hold anything): for callers that never read them, such as
+      the layer. The Mosaic GPU kernels skip those stores; the others write zeros.
 
   Returns:
     [R, N] of out_dtype.
@@ -526,7 +541,8 @@ def gmm(
     _check_mosaic(config, lhs, n, tile_rows, interpret)
     return mosaic_gmm_kernels(config).gmm(lhs, rhs.astype(lhs.dtype), tile_group,
                                           transpose_rhs=transpose_rhs, out_dtype=out_dtype,
-                                          config=config, num_sms=_compat.num_sms())
+                                          config=config, num_sms=_compat.num_sms(),
+                                          zero_unused=bool(zero_unused))
   return _grouped_matmul.gmm(lhs, rhs.astype(lhs.dtype), tile_group,
                              transpose_rhs=transpose_rhs, out_dtype=out_dtype,
                              precision=precision, config=config, interpret=interpret)

@@ -192,6 +192,7 @@ def gmm_glu(
     glu_config: BlockConfig | None = None,
     interpret: bool | None = None,
     return_h: bool = False,
+    zero_unused: bool = True,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
   """The experts' up-projection and its bias + GLU: `tile_glu(gmm(lhs, rhs), bias)`.
 
@@ -216,10 +217,11 @@ def gmm_glu(
     return_h: also return the products h = `gmm(lhs, rhs)` (a training forward: the
       GLU's backward needs them); the Mosaic GPU kernel then writes h from the same
       epilogue instead of a second op reading it back.
+    zero_unused: as for `gmm` (both outputs).
 
   Returns:
-    [R, I] of lhs.dtype, exactly 0 on unused tiles and on rows past their tile's fill;
-    with return_h, (that, h [R, 2I] of lhs.dtype).
+    [R, I] of lhs.dtype, exactly 0 on rows past their tile's fill and, with
+    zero_unused, on unused tiles; with return_h, (that, h [R, 2I] of lhs.dtype).
   """
   impl = resolve_implementation(implementation)
   tile_rows = _check_tiles(lhs, tile_group)
@@ -242,7 +244,8 @@ def gmm_glu(
     _check_mosaic(config, lhs, rhs.shape[2], tile_rows, interpret)
     return mosaic_gmm_kernels(config).gmm_glu(lhs, rhs.astype(lhs.dtype), bias, tile_group,
                                               tile_fill, act=act, config=config,
-                                              num_sms=_compat.num_sms(), return_h=return_h)
+                                              num_sms=_compat.num_sms(), return_h=return_h,
+                                              zero_unused=bool(zero_unused))
   rows = gmm(lhs, rhs, tile_group, precision=precision, implementation="pallas",
              config=config, interpret=interpret)
   out = _glu.tile_glu(rows, bias, tile_group, tile_fill, act=act, **pallas)

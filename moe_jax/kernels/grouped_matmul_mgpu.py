@@ -202,10 +202,11 @@ def _launch(plgpu, body, out_type, num_sms: int):
 def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int,
             tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
             row_band: int, transpose_rhs: bool, epi_n: int, in_flight: int,
-            glu: tuple | None = None, write_h: bool = False):
+            glu: tuple | None = None, write_h: bool = False, zero_unused: bool = True):
   """refs: out [R, N]; or, with `glu` (the activation's hashable items), fill [num_tiles],
   bias_gate [E, NO], bias_up [E, NO] (f32, NO >= num_cols * BN / 2) and out [R, N / 2],
-  then with `write_h` h [R, N] (the products in lhs's dtype, as `gmm` writes them)."""
+  then with `write_h` h [R, N] (the products in lhs's dtype, as `gmm` writes them).
+  Unused tiles store zeros, or nothing without `zero_unused`."""
   plgpu = _compat.mosaic_gpu()
   *glu_refs, out_gmem, h_gmem = refs if write_h else (*refs, None)
   split_rows = _split_rows(block_n)
@@ -297,10 +298,11 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
         pipeline(mma, context)(lhs_gmem.at[pl.ds(t * tile_rows, tile_rows), :], b_gmem,
                                allocations=allocs)
 
-      @pl.when(jnp.logical_and(group < 0, wg < 2))
-      def _():
-        for zero_store in (store,) if store_h is None else (store_h, store):
-          zero_store(lambda cs: jnp.zeros((wg_m, epi_n), out_dtype))
+      if zero_unused:
+        @pl.when(jnp.logical_and(group < 0, wg < 2))
+        def _():
+          for zero_store in (store,) if store_h is None else (store_h, store):
+            zero_store(lambda cs: jnp.zeros((wg_m, epi_n), out_dtype))
 
   plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
@@ -324,9 +326,10 @@ def _gmm_params(name: str, lhs: jax.Array, tile_group: jax.Array, n: int,
       row_band=min(config.row_band or num_tiles, num_tiles), transpose_rhs=transpose_rhs)
 
 
-@functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms"))
+@functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms",
+                                             "zero_unused"))
 def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs: bool,
-        out_dtype, config: MatmulConfig, num_sms: int) -> jax.Array:
+        out_dtype, config: MatmulConfig, num_sms: int, zero_unused: bool = True) -> jax.Array:
   """Builds and runs the Mosaic GPU gmm; inputs are validated by the API.
 
   Args:
@@ -338,6 +341,7 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
     config: block_n (CTA output columns), block_k, num_stages (TMA ring depth),
       row_band and mma_in_flight; num_warps is not used (the CTA is three warpgroups).
     num_sms: CTAs of the persistent grid, one per multiprocessor.
+    zero_unused: store zeros on unused tiles; False leaves their rows unwritten.
 
   Returns:
     [R, N] of out_dtype.
@@ -345,6 +349,7 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
   plgpu = _compat.mosaic_gpu()
   n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
   params = _gmm_params("gmm", lhs, tile_group, n, config, transpose_rhs=transpose_rhs)
+  params["zero_unused"] = zero_unused
   params["epi_n"] = epilogue_n(
       config.num_stages * (params["tile_rows"] + config.block_n) * config.block_k
       * lhs.dtype.itemsize,
@@ -358,10 +363,12 @@ def gmm(lhs: jax.Array, rhs: jax.Array, tile_group: jax.Array, *, transpose_rhs:
       tile_group, lhs, rhs)
 
 
-@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms", "return_h"))
+@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms", "return_h",
+                                             "zero_unused"))
 def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Array,
             tile_fill: jax.Array | None, *, act: tuple, config: MatmulConfig,
-            num_sms: int, return_h: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+            num_sms: int, return_h: bool = False,
+            zero_unused: bool = True) -> jax.Array | tuple[jax.Array, jax.Array]:
   """The gmm with the bias + GLU in its epilogue; inputs are validated by the API.
 
   Args:
@@ -374,6 +381,7 @@ def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Arr
     act: the activation's items (`reference.glu_pair`'s keywords).
     config, num_sms: as for `gmm`.
     return_h: also write the products h (a training forward, whose backward needs them).
+    zero_unused: as for `gmm`.
 
   Returns:
     [R, I] of lhs's dtype: `tile_glu(gmm(lhs, rhs) in lhs's dtype, bias)`, without the
@@ -385,7 +393,7 @@ def gmm_glu(lhs: jax.Array, rhs: jax.Array, bias: jax.Array, tile_group: jax.Arr
   tile_rows = params["tile_rows"]
   check_glu_smem(config, tile_rows, tile_rows // 2 if _split_rows(config.block_n) else tile_rows,
                  lhs.dtype.itemsize)
-  params.update(epi_n=_GLU_N, glu=act, write_h=return_h)
+  params.update(epi_n=_GLU_N, glu=act, write_h=return_h, zero_unused=zero_unused)
 
   def moe_gmm_glu_mgpu(*refs):  # the kernel's name in jaxprs and profiles (GMM_GLU_NAME)
     _kernel(*refs, **params)

@@ -121,8 +121,8 @@ def _ring(plgpu, stages: int) -> dict:
 def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int,
             tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
             row_band: int, transpose_rhs: bool, epi_n: int, glu: tuple | None = None,
-            write_h: bool = False):
-  """refs as `grouped_matmul_mgpu._kernel`'s."""
+            write_h: bool = False, zero_unused: bool = True):
+  """refs and `zero_unused` as `grouped_matmul_mgpu._kernel`'s."""
   plgpu = _compat.mosaic_gpu()
   *glu_refs, out_gmem, h_gmem = refs if write_h else (*refs, None)
   out_dtype = out_gmem.dtype
@@ -225,12 +225,13 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
           pl.run_scoped(run, *(plgpu.ACC((half_rows, block_n), jnp.float32)
                                for _ in range(halves)))
 
-        @pl.when(jnp.logical_and(mine, jnp.logical_not(used)))
-        def _():
-          zeros = lambda cs: jnp.zeros((half_rows, epi_n), out_dtype)  # noqa: E731
-          for half in range(halves):
-            store_h(half, zeros)
-            store(half, zeros)
+        if zero_unused:
+          @pl.when(jnp.logical_and(mine, jnp.logical_not(used)))
+          def _():
+            zeros = lambda cs: jnp.zeros((half_rows, epi_n), out_dtype)  # noqa: E731
+            for half in range(halves):
+              store_h(half, zeros)
+              store(half, zeros)
       walk(body)
 
   plgpu.wait_smem_to_gmem(0, wait_read_only=True)
@@ -326,15 +327,17 @@ def _params(name, lhs, tile_group, n, config, *, transpose_rhs, out_bytes, glu):
   return params
 
 
-@functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms"))
+@functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms",
+                                             "zero_unused"))
 def gmm(lhs, rhs, tile_group, *, transpose_rhs: bool, out_dtype, config: MatmulConfig,
-        num_sms: int):
+        num_sms: int, zero_unused: bool = True):
   """`grouped_matmul_mgpu.gmm` with the ping-pong schedule; inputs are validated by the
   API (`config.mma_in_flight` does not apply: one wgmma group is always in flight)."""
   plgpu = _compat.mosaic_gpu()
   n = rhs.shape[1] if transpose_rhs else rhs.shape[2]
   params = _params("gmm", lhs, tile_group, n, config, transpose_rhs=transpose_rhs,
                    out_bytes=jnp.dtype(out_dtype).itemsize, glu=None)
+  params["zero_unused"] = zero_unused
 
   def moe_gmm_pingpong(*refs):  # the kernel's name in jaxprs and profiles (GMM_NAME)
     _kernel(*refs, **params)
@@ -343,16 +346,17 @@ def gmm(lhs, rhs, tile_group, *, transpose_rhs: bool, out_dtype, config: MatmulC
       tile_group, lhs, rhs)
 
 
-@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms", "return_h"))
+@functools.partial(jax.jit, static_argnames=("act", "config", "num_sms", "return_h",
+                                             "zero_unused"))
 def gmm_glu(lhs, rhs, bias, tile_group, tile_fill, *, act: tuple, config: MatmulConfig,
-            num_sms: int, return_h: bool = False):
+            num_sms: int, return_h: bool = False, zero_unused: bool = True):
   """`grouped_matmul_mgpu.gmm_glu` with the ping-pong schedule; inputs are validated by
   the API."""
   plgpu = _compat.mosaic_gpu()
   num_rows, n = lhs.shape[0], rhs.shape[2]
   params = _params("gmm_glu", lhs, tile_group, n, config, transpose_rhs=False,
                    out_bytes=lhs.dtype.itemsize, glu=act)
-  params["write_h"] = return_h
+  params.update(write_h=return_h, zero_unused=zero_unused)
   mgpu.check_glu_smem(config, params["tile_rows"], params["tile_rows"], lhs.dtype.itemsize)
 
   def moe_gmm_glu_pingpong(*refs):  # the kernel's name in jaxprs and profiles (GMM_GLU_NAME)

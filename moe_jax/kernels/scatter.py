@@ -73,14 +73,16 @@ def _range(start, block: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("num_rows", "config", "interpret"))
-def scatter_rows(src: jax.Array, dest: jax.Array, scale: jax.Array | None, *, num_rows: int,
-                 config: BlockConfig, interpret: bool) -> jax.Array:
+def scatter_rows(src: jax.Array, dest: jax.Array, scale: jax.Array | None,
+                 rows_used: jax.Array | None = None, *, num_rows: int, config: BlockConfig,
+                 interpret: bool) -> jax.Array:
   """Builds and runs the scatter kernel; inputs are validated by the API.
 
   Args:
     src: [T, H], T >= 1.
     dest: [T, K] int32, entries >= 0 distinct; < 0 (or >= R) writes nothing.
     scale: optional [T, K] float32.
+    rows_used: optional int32 scalar: rows at or past it are not zeroed.
     num_rows: R.
     config: block_rows (tokens per scatter program, rows per zeroing program), block_h.
     interpret: run the kernel body in the Pallas interpreter (CPU, tests).
@@ -94,6 +96,8 @@ def scatter_rows(src: jax.Array, dest: jax.Array, scale: jax.Array | None, *, nu
   # The zeroing programs need to know which rows some slot fills: R flags, set by XLA.
   filled = jnp.zeros((num_rows,), jnp.int32).at[
       reference.scatter_targets(dest, num_rows)].set(1, mode="drop")
+  if rows_used is not None:  # rows nobody reads: flagged as filled, so never zeroed
+    filled = jnp.where(jnp.arange(num_rows) >= rows_used, 1, filled)
   num_token_blocks = pl.cdiv(num_tokens, br)
   grid = (num_token_blocks + pl.cdiv(num_rows, br), pl.cdiv(h, bh))
   whole = lambda shape: pl.BlockSpec(shape, lambda i, j: (0,) * len(shape))

@@ -230,3 +230,6 @@ def test_errors():
   with pytest.raises(ValueError, match="expert_indices must be integer, got float32"):
     binned_scatter(jnp.ones((3, 2, 8)), meta, jnp.ones((4, 2)), bias=jnp.ones((3, 8)),
                    expert_indices=jnp.ones((4, 2)))
+  with pytest.raises(ValueError, match=r"skip_unused=True needs the grouped layout "
+                                       r"\(meta.grouped\), got the padded one"):
+    binned_gather(jnp.ones((4, 8)), meta, skip_unused=True)

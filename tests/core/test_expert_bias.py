@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from moe_jax.experts import add_tile_bias, bias_glu, grouped_glu
+from moe_jax.experts import add_tile_bias, bias_glu, dropless_experts, grouped_glu
 from tests.core.reference import glu_np
 
 E, TM, I = 3, 4, 5
@@ -131,6 +131,14 @@ def test_bf16_keeps_dtypes_and_sums_the_bias_gradient_in_f32():
   # 1024 * (1 + 2^-7) = 1032 is a bf16 value; a sum kept in bf16 would stop growing
   # once the running total's spacing exceeds the addend (at 256).
   np.testing.assert_array_equal(np.asarray(db, np.float32), np.full((2, 2 * f), 1032.0))
+
+
+def test_zero_unused_false_refuses_a_down_bias():
+  rows, tile_expert = jnp.zeros((32, 8)), jnp.asarray([0, -1], jnp.int32)
+  w_up, b_up = jnp.zeros((2, 8, 12)), jnp.zeros((2, 12))
+  with pytest.raises(ValueError, match=r"zero_unused=False needs down_proj_bias=None"):
+    dropless_experts(rows, tile_expert, w_up, b_up, jnp.zeros((2, 6, 8)), jnp.zeros((2, 8)),
+                     activation="swiglu", zero_unused=False)
 
 
 @pytest.mark.parametrize("fn, args, message", [

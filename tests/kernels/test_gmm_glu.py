@@ -142,16 +142,34 @@ def test_mosaic_matches_float64_and_the_two_ops(case, schedule):
                              atol=2 ** -7)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("schedule", ["cooperative", "pingpong"])
+def test_mosaic_without_zero_unused_keeps_the_used_rows(schedule):
+  """zero_unused=False only stops the unused tile's zero stores (both outputs): every
+  used row is the same, bit for bit."""
+  case = CASES[2]  # its last tile is unused
+  x, w, bias, groups, fill, _ = _case(*case)
+  config = _mosaic_config(case, schedule)
+  run = lambda zero: jax.jit(lambda *a: gmm_glu(  # noqa: E731
+      *a, implementation="pallas", config=config, return_h=True, zero_unused=zero,
+      **ACT))(x, w, bias, groups, fill)
+  used = np.repeat(np.asarray(groups) >= 0, 128)
+  for got, want in zip(run(False), run(True)):
+    np.testing.assert_array_equal(f64(got)[used], f64(want)[used])
+
+
+@pytest.mark.parametrize("zero_unused", [True, False])
 @pytest.mark.parametrize("return_h", [False, True])
 @pytest.mark.parametrize("schedule", ["cooperative", "pingpong"])
 @pytest.mark.parametrize("case", CASES[2:])
-def test_mosaic_lowers_for_cuda(case, schedule, return_h):
+def test_mosaic_lowers_for_cuda(case, schedule, return_h, zero_unused):
   """Tracing and Mosaic GPU lowering run on any machine."""
   x, w, bias, groups, fill, _ = _case(*case)
   config = _mosaic_config(case, schedule)
   kernels = mosaic_gmm_kernels(config)
   fn = lambda *a: kernels.gmm_glu(*a, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
-                                  config=config, num_sms=132, return_h=return_h)
+                                  config=config, num_sms=132, return_h=return_h,
+                                  zero_unused=zero_unused)
   assert kernels.GMM_GLU_NAME in _compat.lower_for_cuda(fn, x, w, bias, groups, fill)
 
 

@@ -13,7 +13,7 @@ from moe_jax.kernels import MatmulConfig, default_matmul_config, gmm, tgmm
 from moe_jax.kernels.api import mosaic_gmm_kernels
 from moe_jax.kernels import grouped_matmul_mgpu as mgpu
 
-from ._support import normal
+from ._support import bits, normal
 from .test_grouped_matmul import _assert_close, _np_gmm, _np_tgmm
 
 # (E, K, N, tile_group, block_n, row_band); TM = 128. Empty tiles at the end, an expert
@@ -168,15 +168,33 @@ def test_default_config_on_hopper_is_mosaic_and_matches_triton():
   _assert_close(got, _np_gmm, jnp.bfloat16, lhs, rhs, np.asarray(groups))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("schedule", ["cooperative", "pingpong"])
+@pytest.mark.parametrize("transpose_rhs", [False, True])
+def test_mosaic_gmm_without_zero_unused_keeps_the_used_rows(transpose_rhs, schedule):
+  """zero_unused=False only stops the unused tiles' zero stores: every used row is the
+  same, bit for bit, as with them (the unused rows hold whatever the buffer held)."""
+  case = CASES[0]  # its last tile is unused
+  lhs, rhs, groups = _operands(case, transpose_rhs, seed=25)
+  config = _config(case, schedule=schedule)
+  run = lambda zero: jax.jit(lambda a, b, t: gmm(  # noqa: E731
+      a, b, t, transpose_rhs=transpose_rhs, implementation="pallas", config=config,
+      zero_unused=zero))(lhs, rhs, groups)
+  used = np.repeat(np.asarray(groups) >= 0, 128)
+  np.testing.assert_array_equal(bits(run(False))[used], bits(run(True))[used])
+
+
+@pytest.mark.parametrize("zero_unused", [True, False])
 @pytest.mark.parametrize("in_flight, schedule", GMM_KNOBS)
 @pytest.mark.parametrize("transpose_rhs", [False, True])
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]])
-def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs, in_flight, schedule):
+def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs, in_flight, schedule, zero_unused):
   """Tracing and Mosaic GPU lowering run on any machine: API drift fails here in CI."""
   lhs, rhs, groups = _operands(case, transpose_rhs, seed=0)
   config = _config(case, in_flight=in_flight, schedule=schedule)
   fn = lambda a, b, t: mosaic_gmm_kernels(config).gmm(
-      a, b, t, transpose_rhs=transpose_rhs, out_dtype=jnp.bfloat16, config=config, num_sms=132)
+      a, b, t, transpose_rhs=transpose_rhs, out_dtype=jnp.bfloat16, config=config, num_sms=132,
+      zero_unused=zero_unused)
   text = _compat.lower_for_cuda(fn, lhs, rhs, groups)
   assert "mosaic_gpu" in text
 

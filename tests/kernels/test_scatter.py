@@ -1,4 +1,5 @@
 """scatter_rows: the Pallas kernel against float64 NumPy and against the gather it replaces."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -85,6 +86,18 @@ class Scatter(Twin):
     got = self.pallas(scatter_rows, src, dest, num_rows=25, config=config)
     np.testing.assert_array_equal(np.asarray(got, np.float64), np_scatter(src, dest, 25))
 
+  def test_rows_used_leaves_only_later_unfilled_rows_open(self):
+    """Rows before rows_used and every slot's row hold their values; unfilled rows at or
+    past it may hold anything (the layer never reads them)."""
+    src = normal(14, (9, 200), jnp.bfloat16)
+    dest = random_dest(15, 9, 2, 30)
+    got = self.pallas(scatter_rows, src, dest, num_rows=30, rows_used=12)
+    defined = np.arange(30) < 12
+    defined[np.asarray(dest)[np.asarray(dest) >= 0]] = True
+    assert not defined.all()
+    np.testing.assert_array_equal(np.asarray(got, np.float64)[defined],
+                                  np_scatter(src, dest, 30)[defined])
+
   @pytest.mark.parametrize("capacity", [3, None])  # binned with drops; dropless tiles
   def test_equals_the_gather_on_a_dispatch(self, capacity):
     """The layer's use: the buffer of `gather_rows(x, gather_token)`, bit for bit."""
@@ -114,12 +127,28 @@ class TestScatterInterpret(Scatter):
     (dict(scale=jnp.ones((4, 3))), r"scale must have shape \[T, K\]=\(4, 2\), got shape \(4, 3\)"),
     (dict(num_rows=-1), r"num_rows must be an int >= 0, got -1"),
     (dict(num_rows=2.0), r"num_rows must be an int >= 0, got 2.0"),
+    (dict(rows_used=jnp.zeros(2, jnp.int32)),
+     r"rows_used must be None or an integer scalar, got shape \(2,\) and dtype int32"),
+    (dict(rows_used=1.5), r"rows_used must be None or an integer scalar, got shape \(\) and "
+                          r"dtype float"),
 ])
 def test_errors(kwargs, match):
-  args = dict(src=jnp.zeros((4, 8)), dest=jnp.zeros((4, 2), jnp.int32), scale=None, num_rows=8)
+  args = dict(src=jnp.zeros((4, 8)), dest=jnp.zeros((4, 2), jnp.int32), scale=None, num_rows=8,
+              rows_used=None)
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    scatter_rows(args["src"], args["dest"], args["scale"], num_rows=args["num_rows"])
+    scatter_rows(args["src"], args["dest"], args["scale"], num_rows=args["num_rows"],
+                 rows_used=args["rows_used"])
+
+
+def test_rows_used_may_be_traced():
+  """The layer's rows_used depends on the routing: a traced scalar."""
+  src = normal(16, (6, 64), jnp.float32)
+  dest = random_dest(17, 6, 2, 20)
+  fn = jax.jit(lambda s, d, n: scatter_rows(s, d, num_rows=20, rows_used=n,
+                                            implementation="pallas", interpret=True))
+  got = np.asarray(fn(src, dest, jnp.int32(20)), np.float64)  # every row defined
+  np.testing.assert_array_equal(got, np_scatter(src, dest, 20))
 
 
 def test_src_is_not_mutated_and_empty_shapes():
