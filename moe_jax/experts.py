@@ -155,11 +155,12 @@ def _bias_glu_fwd(h, bias, tile_expert, tile_fill, act, implementation):
   return out, (h, bias, tile_expert, tile_fill)
 
 
-def _bias_glu_bwd(act, implementation, res, g):
+def _bias_glu_bwd(act, implementation, res, g, zero_unused=True):
   h, bias, tile_expert, tile_fill = res
   rows, tiles = _as_tiles(h, tile_expert)
   g_h, sums = kernels.tile_glu_grad(rows, bias, g.reshape(rows.shape[0], -1), tiles, tile_fill,
-                                    implementation=implementation, **dict(act))
+                                    implementation=implementation, zero_unused=zero_unused,
+                                    **dict(act))
   # The bias gradient sums dh as stored (h's dtype, as torch's autograd does), in f32.
   d_bias = _tiles_to_experts(sums, tile_expert, bias.shape[0])
   return g_h.reshape(h.shape), d_bias.astype(bias.dtype), None, None
@@ -244,7 +245,7 @@ def _grouped_glu_fwd(x, w, bias, tile_expert, tile_fill, precision, act, impleme
 
 def _grouped_glu_bwd(precision, act, implementation, zero_unused, res, g):
   lin_res, glu_res = res
-  g_h, d_bias, _, _ = _bias_glu_bwd(act, implementation, glu_res, g)
+  g_h, d_bias, _, _ = _bias_glu_bwd(act, implementation, glu_res, g, zero_unused)
   dx, dw, _, _ = _grouped_linear_bwd(precision, implementation, zero_unused, lin_res, g_h)
   return dx, dw, d_bias, None, None
 
@@ -263,7 +264,7 @@ def grouped_glu(x: jax.Array, w: jax.Array, bias: jax.Array, tile_expert: jax.Ar
   differentiation the [R, 2I] products stay on chip; differentiated, the same op also
   writes them (`return_h=True`) and saves them for the backward, which is
   `bias_glu`'s then `grouped_linear`'s. Same values either way. zero_unused: as for
-  `grouped_linear`.
+  `grouped_linear`, and for the GLU gradient's dh (`kernels.tile_glu_grad`).
   """
   _check_tile_bias("grouped_glu", jax.ShapeDtypeStruct((x.shape[0], w.shape[-1]), x.dtype),
                    bias, tile_expert)
@@ -293,10 +294,11 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
       gradients' `tgmm` may skip them whatever the cotangent.
     implementation: "xla" (ragged_dot), "pallas" (the Pallas grouped matmul) or None.
     down_proj_bias: [E, H], or None to leave it to the combine.
-    zero_unused: False lets the grouped matmuls leave the unused tiles' rows of their
-      outputs and input gradients unwritten (`kernels.gmm`), for a caller that never
-      reads those rows (the layer: its combine and pack read slots' rows only). Needs
-      down_proj_bias None: the bias's gradient sums whole tiles.
+    zero_unused: False lets the grouped matmuls and the GLU's gradient leave the unused
+      tiles' rows of their outputs and input gradients unwritten (`kernels.gmm`,
+      `kernels.tile_glu_grad`), for a caller that never reads those rows (the layer:
+      its combine and pack read slots' rows only). Needs down_proj_bias None: the
+      bias's gradient sums whole tiles.
 
   Returns:
     [R, H] in rows' dtype, down bias included when given (also on empty rows of

@@ -156,6 +156,7 @@ def tile_glu_grad(
     implementation: Implementation | None = None,
     config: BlockConfig | None = None,
     interpret: bool | None = None,
+    zero_unused: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
   """The VJP of `tile_glu` with respect to h, with each tile's column sums of it.
 
@@ -163,9 +164,13 @@ def tile_glu_grad(
     h, bias, tile_expert, tile_fill, activation, alpha, limit: as for `tile_glu`.
     g: [R, I] floating cotangent of `tile_glu`'s output (rows it zeroes are ignored).
     implementation, config, interpret: as for `tile_glu`.
+    zero_unused: dh is 0 on unused tiles. False lets the Pallas kernel leave those rows
+      unwritten (they then hold anything), for callers that never read them, such as
+      the layer; "xla" writes zeros. The sums are 0 on unused tiles either way.
 
   Returns:
-    dh: [R, 2I] of h.dtype, interleaved as h; 0 on unused tiles and past the fill.
+    dh: [R, 2I] of h.dtype, interleaved as h; 0 on unused tiles (unless zero_unused is
+      False) and past the fill.
     sums: [num_tiles, 2I] float32 column sums of each tile's dh as stored (rounded to
       h.dtype first): the bias gradient is their total over each expert's tiles.
   """
@@ -173,7 +178,8 @@ def tile_glu_grad(
                          implementation, config, interpret)
   if pallas is None:
     return reference.tile_glu_grad(h, bias, g, tile_expert, tile_fill, **dict(act))
-  return _glu.tile_glu_grad(h, bias, g, tile_expert, tile_fill, act=act, **pallas)
+  return _glu.tile_glu_grad(h, bias, g, tile_expert, tile_fill, act=act,
+                            zero_unused=bool(zero_unused), **pallas)
 
 
 def gmm_glu(

@@ -126,9 +126,10 @@ def _fwd_kernel(expert_ref, fill_ref, bias_ref, h_ref, out_ref, *, act, dtype, n
 
 def _grad_kernel(expert_ref, fill_ref, bias_ref, h_ref, g_ref, dh_ref, gate_sum_ref,
                  up_sum_ref, *, act, dtype, num_i: int, block_rows: int, block_i: int,
-                 blocks_per_tile: int, has_fill: bool):
+                 blocks_per_tile: int, has_fill: bool, zero_unused: bool):
   """dh of one [BR, 2BI] block and its column sums. Refs as `_fwd_kernel`, plus g
-  [BR, BI]; outputs dh [BR, 2BI] (packed as h), gate_sum and up_sum [1, BI] (f32)."""
+  [BR, BI]; outputs dh [BR, 2BI] (packed as h), gate_sum and up_sum [1, BI] (f32).
+  On an unused tile the sums are 0, and dh too when `zero_unused` (else unwritten)."""
   rows, cols, mask, row_mask, kept, expert = _setup(expert_ref, fill_ref, num_i, block_rows,
                                                     block_i, blocks_per_tile, has_fill)
   first = jnp.zeros((1, 1), jnp.int32)
@@ -149,8 +150,9 @@ def _grad_kernel(expert_ref, fill_ref, bias_ref, h_ref, g_ref, dh_ref, gate_sum_
 
   @pl.when(expert < 0)
   def _():
-    zeros = jnp.zeros((block_rows, block_i), dtype)
-    _store_pair(dh_ref, rows, cols, mask, zeros, zeros)
+    if zero_unused:
+      zeros = jnp.zeros((block_rows, block_i), dtype)
+      _store_pair(dh_ref, rows, cols, mask, zeros, zeros)
     for ref in (gate_sum_ref, up_sum_ref):
       _tiles.store(ref.at[first, cols], jnp.zeros((1, block_i), jnp.float32), row_mask)
 
@@ -208,14 +210,15 @@ def tile_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array,
   )(*operands)
 
 
-@functools.partial(jax.jit, static_argnames=("act", "config", "interpret"))
+@functools.partial(jax.jit, static_argnames=("act", "config", "interpret", "zero_unused"))
 def tile_glu_grad(h: jax.Array, bias: jax.Array, g: jax.Array, tile_expert: jax.Array,
                   tile_fill: jax.Array | None, *, act: tuple, config: BlockConfig,
-                  interpret: bool) -> tuple[jax.Array, jax.Array]:
+                  interpret: bool, zero_unused: bool = True) -> tuple[jax.Array, jax.Array]:
   """Builds and runs the GLU gradient kernel; inputs are validated by the API.
 
   Returns:
-    (dh [R, 2I] of h.dtype, sums [num_tiles, 2I] float32), as `reference.tile_glu_grad`.
+    (dh [R, 2I] of h.dtype, sums [num_tiles, 2I] float32), as `reference.tile_glu_grad`
+    (dh's unused tiles unwritten unless `zero_unused`).
   """
   grid, in_specs, operands, params = _launch_args(h, bias, tile_expert, tile_fill, config)
   br, bi = config.block_rows, config.block_h
@@ -226,7 +229,7 @@ def tile_glu_grad(h: jax.Array, bias: jax.Array, g: jax.Array, tile_expert: jax.
   dh_shape = jax.ShapeDtypeStruct((h.shape[0], num_i) if packed else h.shape,
                                   jnp.uint32 if packed else h.dtype)
   dh, gate_sum, up_sum = pl.pallas_call(
-      functools.partial(_grad_kernel, act=dict(act), **params),
+      functools.partial(_grad_kernel, act=dict(act), zero_unused=zero_unused, **params),
       out_shape=(dh_shape, sum_shape, sum_shape),
       grid=grid,
       in_specs=in_specs + [pl.BlockSpec((br, bi), lambda i, j: (i, j))],

@@ -1,7 +1,7 @@
 """The layer never reads the grouped layout's unused rows, so it may leave them unwritten.
 
-moe_forward asks the pack (`scatter_rows(rows_used=)`) and the grouped matmuls
-(`zero_unused=False`) to skip those rows; on a Hopper GPU they then hold whatever the
+moe_forward asks the pack (`scatter_rows(rows_used=)`), the grouped matmuls and the
+GLU's gradient (`zero_unused=False`) to skip those rows; on a Hopper GPU they then hold whatever the
 buffer held. Here wrappers around those kernels fill them with NaN instead, and the
 layer's output and every gradient must come out exactly as without the wrappers, on
 "pallas" (interpreted Triton kernels) in dropless and grouped binned mode.
@@ -44,6 +44,11 @@ def _poisoned_gmm_glu(real, lhs, rhs, bias, tile_group, *args, zero_unused=True,
   return jax.tree.map(lambda o: _poison_unused(o, tile_group), out)
 
 
+def _poisoned_tile_glu_grad(real, h, bias, g, tile_expert, *args, zero_unused=True, **kw):
+  dh, sums = real(h, bias, g, tile_expert, *args, zero_unused=zero_unused, **kw)
+  return (dh if zero_unused else _poison_unused(dh, tile_expert)), sums
+
+
 def _params(cfg):
   keys = jax.random.split(jax.random.key(0), 6)
   return MoEParams(*(0.3 * jax.random.normal(k, s)
@@ -70,7 +75,8 @@ def test_poisoned_unused_rows_change_nothing(monkeypatch, capacity_factor):
 
   y0, g0 = run()
   for name, wrapper in (("scatter_rows", _poisoned_scatter_rows), ("gmm", _poisoned_gmm),
-                        ("gmm_glu", _poisoned_gmm_glu)):
+                        ("gmm_glu", _poisoned_gmm_glu),
+                        ("tile_glu_grad", _poisoned_tile_glu_grad)):
     monkeypatch.setattr(kernels, name, functools.partial(wrapper, getattr(kernels, name)))
   y1, g1 = run()
   np.testing.assert_array_equal(np.asarray(y1), np.asarray(y0))

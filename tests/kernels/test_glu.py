@@ -11,7 +11,7 @@ import pytest
 
 from moe_jax.kernels import BlockConfig, tile_glu, tile_glu_grad
 
-from ._support import Twin, f64
+from ._support import Twin, bits, f64
 
 ALPHA, LIMIT = 1.702, 7.0
 # (rtol, atol, reason) against float64, keyed by h's dtype. The inputs are exact in
@@ -109,6 +109,19 @@ class Glu(Twin):
     ref = tile_glu(h, bias, te, fill, implementation="xla", **kw)
     # The same f32 math and one rounding: equal but for an ulp where exp differs.
     np.testing.assert_allclose(f64(a), f64(ref), rtol=2 ** -7, atol=2 ** -7)
+
+  def test_grad_without_zero_unused_keeps_the_used_rows(self):
+    """zero_unused=False only stops the unused tiles' dh stores: the used rows and every
+    sum (0 on unused tiles) are the same, bit for bit, as with them."""
+    tile_expert = [2, 0, 0, -1, 1, -1]
+    h, bias, g, te, fill, _ = _case(16, 40, tile_expert, [16, 9, 16, 0, 3, 0], jnp.bfloat16)
+    run = lambda zero: self.pallas(tile_glu_grad, h, bias, g, te, fill,  # noqa: E731
+                                   activation="gpt_oss_glu", zero_unused=zero)
+    (dh0, sums0), (dh1, sums1) = run(True), run(False)
+    used = np.repeat(np.asarray(tile_expert) >= 0, 16)
+    np.testing.assert_array_equal(bits(dh1)[used], bits(dh0)[used])
+    np.testing.assert_array_equal(bits(sums1), bits(sums0))
+    assert not np.any(f64(sums1)[np.asarray(tile_expert) < 0])
 
 
 @pytest.mark.gpu
