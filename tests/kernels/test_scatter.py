@@ -147,8 +147,13 @@ def test_rows_used_may_be_traced():
   dest = random_dest(17, 6, 2, 20)
   fn = jax.jit(lambda s, d, n: scatter_rows(s, d, num_rows=20, rows_used=n,
                                             implementation="pallas", interpret=True))
-  got = np.asarray(fn(src, dest, jnp.int32(20)), np.float64)  # every row defined
-  np.testing.assert_array_equal(got, np_scatter(src, dest, 20))
+  want = np_scatter(src, dest, 20)
+  np.testing.assert_array_equal(np.asarray(fn(src, dest, jnp.int32(20)), np.float64), want)
+  defined = np.arange(20) < 7  # a partial bound: the earlier rows and every slot's row
+  defined[np.asarray(dest)[np.asarray(dest) >= 0]] = True
+  assert not defined.all()
+  got = np.asarray(fn(src, dest, jnp.int32(7)), np.float64)
+  np.testing.assert_array_equal(got[defined], want[defined])
 
 
 def test_src_is_not_mutated_and_empty_shapes():
