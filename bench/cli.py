@@ -1,11 +1,11 @@
 """`moe-bench`: JAX vs PyTorch MoE benchmarks, side by side.
 
   moe-bench [run] [--configs SUITE|NAME|GLOB,...] [--components ...] [--impls GLOB,...]
-                  [--iters 50] [--warmup 5] [--out DIR] [--append] [--deadline S]
+                  [--iters 50] [--warmup 10] [--out DIR] [--append] [--deadline S]
   moe-bench report DIR [DIR ...] [--out DIR]     # merge runs into one report
   moe-bench list [--configs ...]                 # configs and planned rows, no run
 
-Without a GPU the default is the small CPU suite (`cpu-small`, under two minutes);
+Without a GPU the default is the small CPU suite (`cpu-small`, about two minutes on 2 cores);
 with one it is `full`. Each run writes results.jsonl (data first), results.md (tables),
 PNG plots, COMMAND.txt and README.md into --out (default bench/results/<device>/),
 and prints the side-by-side table.
@@ -43,9 +43,12 @@ def _run_parser() -> argparse.ArgumentParser:
   p.add_argument("--frameworks", default="torch,jax",
                  help="frameworks to run, in this order (e.g. jax,torch runs JAX first)")
   p.add_argument("--iters", type=int, default=MIN_ITERS, help=f"timed samples (>= {MIN_ITERS})")
-  p.add_argument("--warmup", type=int, default=5)
-  p.add_argument("--rotate", type=int, default=4, help="rotated input sets")
-  p.add_argument("--target-sample-ms", type=float, default=2.0)
+  default = Protocol()
+  p.add_argument("--warmup", type=int, default=default.warmup,
+                 help="synced calls before the samples; their median is the latency column")
+  p.add_argument("--rotate", type=int, default=default.rotate, help="rotated input sets")
+  p.add_argument("--target-sample-ms", type=float, default=default.target_sample_ms,
+                 help="back-to-back call time per sample; it sets the calls per sample")
   p.add_argument("--quick", action="store_true",
                  help="tests only: 5 samples, 1 warm-up; rows are labelled quick")
   p.add_argument("--out", default=None, help="results directory (default bench/results/<device>)")

@@ -20,10 +20,11 @@ ROW_KEY = ("device", "config", "component", "mode", "framework", "impl")
 NOTES = [
     "speedup = best PyTorch time / best JAX time for the same config, component and mode "
     "(> 1: JAX is faster); 'vs torch' in the detail tables is the same ratio per row.",
-    "wall = median wall time per call over back-to-back calls with one sync per sample "
-    "(calls longer than the target sample, 2 ms by default, run one per sample: latency, sync "
-    "included); kernel = median per-call sum of GPU kernel times from CUPTI (n/a "
-    "without a GPU).",
+    "wall = median wall time per call over back-to-back calls with one sync per sample, "
+    "a sample holding as many calls as fill the target sample (20 ms by default; a longer "
+    "call runs alone with its sync); latency = median of single calls each waited for, "
+    "dispatch and sync included; kernel = median per-call sum of GPU kernel times from "
+    "CUPTI (n/a without a GPU).",
     "`!` marks a row whose output disagrees with its reference beyond tolerance: it is "
     "still timed and listed, never counted as best. A parity of `—` means no reference "
     "for the row ran in its run: it is listed, but not counted as best either.",
@@ -180,19 +181,20 @@ def detail(rows: Sequence[dict], name: str) -> str:
   for r in sel:
     if not _ok(r):
       table.append([r["component"], r["mode"], r["framework"], r["impl"], r.get("status")]
-                   + [""] * 13 + [r.get("skipped_reason") or ""])
+                   + [""] * 14 + [r.get("skipped_reason") or ""])
       continue
     t = best.get((name, r["component"], r["mode"]), {}).get("torch")
     vs = f"{t['wall_ms_median'] / r['wall_ms_median']:.2f}x" if t else "—"
     mem = r.get("peak_mem_bytes")
     table.append([
         r["component"], r["mode"], r["framework"], r["impl"], _f(r["wall_ms_median"]),
-        _f(r.get("wall_ms_p95")), _f(r.get("wall_ms_std")), _f(r.get("kernel_ms_median")),
-        _f(r.get("compile_ms")), _f(r.get("tokens_per_s")), _f(r.get("tflops")),
+        _f(r.get("wall_ms_p95")), _f(r.get("wall_ms_std")), _f(r.get("latency_ms_median")),
+        _f(r.get("kernel_ms_median")), _f(r.get("compile_ms")), _f(r.get("tokens_per_s")), _f(r.get("tflops")),
         _f(r.get("gbps_strict")), _f(r.get("pct_roofline")),
         _f(mem / 2**30 if mem else None), _f(r.get("load_cv")), _f(r.get("drop_rate")),
         _parity(r), vs, r.get("detail") or ""])
-  headers = ["component", "mode", "framework", "impl", "wall ms", "p95", "std", "kernel ms",
+  headers = ["component", "mode", "framework", "impl", "wall ms", "p95", "std", "latency ms",
+             "kernel ms",
              "compile ms", "tokens/s", "TFLOP/s", "GB/s strict", "% roofline", "peak GiB",
              "load CV", "drop", "parity", "vs torch", "note"]
   return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)

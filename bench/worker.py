@@ -114,9 +114,11 @@ def run_case(runner, case: CaseSpec, cfg: configs.BenchConfig, spec: WorkerSpec)
   kernel, kernel_method = runner.kernel_times(fn, built, protocol.iters)
   row = dict(base_row(case, cfg), status="ok", skipped_reason=None, detail=built.detail,
              iters=protocol.iters, warmup=protocol.warmup, inner=wall.inner,
+             target_sample_ms=protocol.target_sample_ms, calibration=wall.calibration,
              n_inputs=len(built.inputs), quick=protocol.quick,
              first_call_ms=wall.first_call_ms, compile_ms=compile_ms,
-             **_stats("wall_ms", wall.samples_ms), **_stats("kernel_ms", kernel),
+             **_stats("wall_ms", wall.samples_ms), **_stats("latency_ms", wall.latency_ms),
+             **_stats("kernel_ms", kernel),
              kernel_method=kernel_method, kernel_calls=len(kernel) if kernel else None,
              parity_file=path, **mem)
   row.setdefault("peak_mem_bytes", None)

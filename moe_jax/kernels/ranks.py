@@ -6,7 +6,7 @@ up to a power of two):
   [BS, EP] one-hot summed down the slots, to row b of a [blocks, EP] histogram.
 - `_rank_kernel`: program b sums the histogram rows before its own (a few
   [chunk, EP] tiles; where the blocks are so many that this would add up to more than
-  `SCAN_ABOVE` entries, it reads its row of an XLA prefix over the blocks instead),
+  `RANKS_SCAN_ABOVE` entries, it reads its row of an XLA prefix over the blocks instead),
   then ranks its own slots with an inclusive cumsum of their one-hot down the slots;
   the last program also writes each expert's total.
 Together they replace XLA's stable argsort (six kernels at gpt-oss-20b's M = 16384), its
@@ -28,11 +28,18 @@ from moe_jax.kernels.block_config import BlockConfig, next_power_of_two
 KERNEL_NAME = "moe_expert_ranks"
 HISTOGRAM_NAME = "moe_expert_histogram"
 # Histogram entries all programs together may sum (~blocks^2 * EP) before the second
-# launch reads an XLA prefix over the blocks instead (`block_sums`). 2^26 keeps the
-# measured shapes on the in-kernel sums (routing-bench: 512 blocks of 64 slots at EP =
-# 128, 2^25) and moves sonic-large (4096 blocks at EP = 256, 2^32, ~17 GB of L2 reads
-# summed in-kernel) to the prefix.
+# launch reads an XLA prefix over the blocks instead (`block_sums`), one threshold per
+# op from the crossings measured on an H200 (bench/NOTES.md, variant 41;
+# `results/nvidia-h200/block-prefix/probe.json`, CUPTI ms, summed / prefix):
+# - `grouped_layout` (SCAN_ABOVE, 2^26), whose programs also sum every row for the
+#   totals: sonic-medium (512 blocks at EP = 64, 2^24) 0.029 / 0.040, routing-bench (512
+#   at EP = 128, 2^25) 0.032 / 0.044 sum; sonic-large (4096 at EP = 256, 2^32) 1.97 / 0.20
+#   scans.
+# - `expert_ranks` (RANKS_SCAN_ABOVE, 1.5 * 2^24), whose program b sums only the rows
+#   before b: gpt-oss-20b (2^17) 0.0050 / 0.0064 and sonic-medium 0.0130 / 0.0150 sum;
+#   routing-bench 0.0159 / 0.0125 and sonic-large 0.906 / 0.061 scan.
 SCAN_ABOVE = 1 << 26
+RANKS_SCAN_ABOVE = 3 << 23
 # Elements of a program's [BS, EP] one-hot block (and of the rank kernel's histogram
 # tile), and the bounds on BS.
 _BLOCK_ELEMENTS = 8192
@@ -92,6 +99,19 @@ def histogram(expert_ids: jax.Array, config: BlockConfig, interpret: bool) -> ja
   )(expert_ids)
 
 
+def scans(num_slots: int, config: BlockConfig, scan_above: int) -> bool:
+  """Whether `block_sums` gives the second launch an XLA prefix: blocks^2 * EP > scan_above.
+
+  Example (routing-bench's and sonic-medium's slots under the ranks' threshold):
+    >>> scans(32768, default_ranks_config(128), RANKS_SCAN_ABOVE)
+    True
+    >>> scans(65536, default_ranks_config(64), RANKS_SCAN_ABOVE)
+    False
+  """
+  num_blocks = pl.cdiv(num_slots, config.block_rows)
+  return num_blocks * num_blocks * config.block_h > scan_above
+
+
 def block_sums(expert_ids: jax.Array, config: BlockConfig, interpret: bool,
                scan_above: int) -> tuple[jax.Array, bool]:
   """(hist, scanned): what the second launch reads to know the slots before its block.
@@ -104,7 +124,7 @@ def block_sums(expert_ids: jax.Array, config: BlockConfig, interpret: bool,
   hist = histogram(expert_ids, config, interpret)
   ep = config.block_h
   num_blocks = hist.shape[0] // ep
-  if num_blocks * num_blocks * ep <= scan_above:
+  if not scans(expert_ids.shape[0], config, scan_above):
     return hist, False
   rows = hist.reshape(num_blocks, ep)
   inclusive = jnp.cumsum(rows, axis=0, dtype=jnp.int32)
@@ -176,7 +196,8 @@ def _rank_kernel(ids_ref, hist_ref, position_ref, counts_ref, *, num_slots: int,
 @functools.partial(jax.jit, static_argnames=("num_experts", "config", "interpret",
                                              "scan_above"))
 def expert_ranks(expert_ids: jax.Array, *, num_experts: int, config: BlockConfig,
-                 interpret: bool, scan_above: int = SCAN_ABOVE) -> tuple[jax.Array, jax.Array]:
+                 interpret: bool, scan_above: int = RANKS_SCAN_ABOVE
+                 ) -> tuple[jax.Array, jax.Array]:
   """Builds and runs the two kernels; inputs are validated by the API.
 
   Args:

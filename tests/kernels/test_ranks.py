@@ -122,8 +122,22 @@ def test_block_holds_about_8k_onehot_entries():
       (512, 16), (512, 16), (256, 32), (64, 128), (16, 4096)]
 
 
+@pytest.mark.parametrize("m,e,want", [
+    (16384, 32, False),   # gpt-oss-20b: 64 blocks at EP = 32
+    (65536, 64, False),   # sonic-medium: 512 blocks at EP = 64, 2^24 entries
+    (32768, 128, True),   # routing-bench: 512 blocks at EP = 128, 2^25
+    (131072, 256, True),  # sonic-large: 4096 blocks at EP = 256
+])
+def test_ranks_scan_where_measured_faster(m, e, want):
+  """The ranks' threshold sends each measured shape to its faster path (NOTES variant
+  41); the layout's, which sums every row in every program, scans sonic-large only."""
+  config = ranks.default_ranks_config(e)
+  assert ranks.scans(m, config, ranks.RANKS_SCAN_ABOVE) == want
+  assert ranks.scans(m, config, ranks.SCAN_ABOVE) == (e == 256)
+
+
 @lowers_triton
-@pytest.mark.parametrize("scan_above", [ranks.SCAN_ABOVE, 0])
+@pytest.mark.parametrize("scan_above", [ranks.RANKS_SCAN_ABOVE, 0])
 def test_lowers_through_triton(scan_above):
   """Both ways of reading the slots before a block (summed in-kernel, or an XLA scan)."""
   config = ranks.default_ranks_config(32)
