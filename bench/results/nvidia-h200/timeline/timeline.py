@@ -10,7 +10,8 @@ kernel, and the largest idle gaps with the kernel that follows each. Memsets and
 count as busy time and are listed.
 
 usage (repository root, GPU machine):
-  XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 python3 bench/results/nvidia-h200/timeline/timeline.py OUT.json
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 python3 bench/results/nvidia-h200/timeline/timeline.py OUT.json \
+      [CONFIG:COMPONENT:IMPL:MODE:CALLS ...]
 """
 import json
 import os
@@ -32,6 +33,8 @@ from bench.timing import Protocol  # noqa: E402
 ROWS = [("routing-bench", "pack", "pallas/binned", "fwd", 10),
         ("gpt-oss-20b", "layer", "pallas/binned", "fwd", 2),
         ("gpt-oss-20b", "layer", "pallas/dropless", "fwd+bwd", 1)]
+if len(sys.argv) > 2:  # a subset: CONFIG:COMPONENT:IMPL:MODE:CALLS ...
+  ROWS = [(*a.split(":")[:4], int(a.split(":")[4])) for a in sys.argv[2:]]
 REPEATS = 4
 
 
