@@ -189,14 +189,13 @@ def detail(rows: Sequence[dict], name: str) -> str:
     table.append([
         r["component"], r["mode"], r["framework"], r["impl"], _f(r["wall_ms_median"]),
         _f(r.get("wall_ms_p95")), _f(r.get("wall_ms_std")), _f(r.get("latency_ms_median")),
-        _f(r.get("kernel_ms_median")), _f(r.get("compile_ms")), _f(r.get("tokens_per_s")), _f(r.get("tflops")),
-        _f(r.get("gbps_strict")), _f(r.get("pct_roofline")),
+        _f(r.get("kernel_ms_median")), _f(r.get("compile_ms")), _f(r.get("tokens_per_s")),
+        _f(r.get("tflops")), _f(r.get("gbps_strict")), _f(r.get("pct_roofline")),
         _f(mem / 2**30 if mem else None), _f(r.get("load_cv")), _f(r.get("drop_rate")),
         _parity(r), vs, r.get("detail") or ""])
   headers = ["component", "mode", "framework", "impl", "wall ms", "p95", "std", "latency ms",
-             "kernel ms",
-             "compile ms", "tokens/s", "TFLOP/s", "GB/s strict", "% roofline", "peak GiB",
-             "load CV", "drop", "parity", "vs torch", "note"]
+             "kernel ms", "compile ms", "tokens/s", "TFLOP/s", "GB/s strict", "% roofline",
+             "peak GiB", "load CV", "drop", "parity", "vs torch", "note"]
   return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
