@@ -6,6 +6,9 @@ large), read from the prefix launch (scan_above = 0), read from an XLA cumsum (t
 scanned path before variant 41), and the default; and whether every output matches the
 "xla" argsort implementation.
 
+It needs the tried Pallas prefix launch (`ranks.block_prefix`), which did not land:
+revert `variant41.patch`, apply `prefix-kernel.patch`, then
+
 usage (repository root, GPU machine):
   python3 bench/results/nvidia-h200/block-prefix/probe.py OUT.json
 """
