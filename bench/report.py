@@ -25,6 +25,10 @@ NOTES = [
     "call runs alone with its sync); latency = median of single calls each waited for, "
     "dispatch and sync included; kernel = median per-call sum of GPU kernel times from "
     "CUPTI (n/a without a GPU).",
+    "SM MHz = median SM clock that nvidia-smi sampled during the row's timed samples, "
+    "with the share of those samples whose clock-event reasons include a power cap: a "
+    "capped row's wall time is a power-limited throughput, which its kernel time, taken "
+    "in shorter stretches, need not show (— without a GPU).",
     "`!` marks a row whose output disagrees with its reference beyond tolerance: it is "
     "still timed and listed, never counted as best. A parity of `—` means no reference "
     "for the row ran in its run: it is listed, but not counted as best either.",
@@ -181,7 +185,7 @@ def detail(rows: Sequence[dict], name: str) -> str:
   for r in sel:
     if not _ok(r):
       table.append([r["component"], r["mode"], r["framework"], r["impl"], r.get("status")]
-                   + [""] * 14 + [r.get("skipped_reason") or ""])
+                   + [""] * 15 + [r.get("skipped_reason") or ""])
       continue
     t = best.get((name, r["component"], r["mode"]), {}).get("torch")
     vs = f"{t['wall_ms_median'] / r['wall_ms_median']:.2f}x" if t else "—"
@@ -189,14 +193,29 @@ def detail(rows: Sequence[dict], name: str) -> str:
     table.append([
         r["component"], r["mode"], r["framework"], r["impl"], _f(r["wall_ms_median"]),
         _f(r.get("wall_ms_p95")), _f(r.get("wall_ms_std")), _f(r.get("latency_ms_median")),
-        _f(r.get("kernel_ms_median")), _f(r.get("compile_ms")), _f(r.get("tokens_per_s")),
+        _f(r.get("kernel_ms_median")), _clock(r), _f(r.get("compile_ms")),
+        _f(r.get("tokens_per_s")),
         _f(r.get("tflops")), _f(r.get("gbps_strict")), _f(r.get("pct_roofline")),
         _f(mem / 2**30 if mem else None), _f(r.get("load_cv")), _f(r.get("drop_rate")),
         _parity(r), vs, r.get("detail") or ""])
   headers = ["component", "mode", "framework", "impl", "wall ms", "p95", "std", "latency ms",
-             "kernel ms", "compile ms", "tokens/s", "TFLOP/s", "GB/s strict", "% roofline",
-             "peak GiB", "load CV", "drop", "parity", "vs torch", "note"]
+             "kernel ms", "SM MHz", "compile ms", "tokens/s", "TFLOP/s", "GB/s strict",
+             "% roofline", "peak GiB", "load CV", "drop", "parity", "vs torch", "note"]
   return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _clock(row: dict) -> str:
+  """The median SM clock of the row's samples, with the share of them power-capped.
+
+  Example:
+    >>> _clock(dict(gpu_sm_mhz_median=1485.0, gpu_power_capped_share=0.92))
+    '1485 (cap 92%)'
+  """
+  mhz = row.get("gpu_sm_mhz_median")
+  if mhz is None:
+    return "—"
+  share = row.get("gpu_power_capped_share") or 0.0
+  return f"{mhz:.0f}" + (f" (cap {share:.0%})" if share else "")
 
 
 def _floors_table(floor_recs: Sequence[dict]) -> str:

@@ -95,6 +95,7 @@ class WallResult:
     inner: back-to-back calls per sample.
     calibration: (calls, ms) of each calibration burst, sync included.
     samples_ms: per-call time of each sample.
+    samples_window: `clock()` at the first sample's start and the last one's end.
   """
   first_out: Any
   first_call_ms: float
@@ -102,6 +103,7 @@ class WallResult:
   inner: int
   calibration: list[tuple[int, float]]
   samples_ms: list[float]
+  samples_window: tuple[float, float] = (0.0, 0.0)
 
 
 class _Runner:
@@ -179,6 +181,8 @@ def time_wall(fn: Callable[..., Any], inputs: Sequence[tuple], sync: Callable[[A
     inner = calls_per_sample(calibration, protocol)
   else:
     calibration, inner = [], n
+  start = clock()
   samples = [runner.burst(inner) / inner for _ in range(protocol.iters)]
   return WallResult(first_out=first_out, first_call_ms=first_ms, latency_ms=latency,
-                    inner=inner, calibration=calibration, samples_ms=samples)
+                    inner=inner, calibration=calibration, samples_ms=samples,
+                    samples_window=(start, clock()))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bench import configs, metrics, timing
+from bench import configs, metrics, telemetry, timing
 from bench.plan import CaseSpec, is_peer
 
 PREFIX = "@@bench "
@@ -98,13 +98,16 @@ def _make_runner(spec: WorkerSpec, cfg: configs.BenchConfig):
   return TorchRunner(cfg, spec.protocol)
 
 
-def run_case(runner, case: CaseSpec, cfg: configs.BenchConfig, spec: WorkerSpec) -> dict:
-  """Builds, checks and times one row; exceptions propagate to the caller."""
+def run_case(runner, case: CaseSpec, cfg: configs.BenchConfig, spec: WorkerSpec,
+             sampler: telemetry.Sampler | None = None) -> dict:
+  """Builds, checks and times one row; exceptions propagate to the caller. With a
+  `sampler`, the row gets the GPU clock fields of its samples' stretch."""
   protocol = spec.protocol
   built = runner.build(case)
   fn, compile_ms, mem = runner.prepare(built)
   saved: dict[str, np.ndarray] = {}
   mem_token = runner.memory_begin()
+  to_epoch = time.time() - time.perf_counter()  # time_wall's clock to nvidia-smi's stamps
   wall = timing.time_wall(fn, built.inputs, runner.sync, protocol,
                           first_out_hook=lambda out: saved.update(built.extract(out)))
   mem.update(runner.memory_end(mem_token, built))
@@ -127,6 +130,9 @@ def run_case(runner, case: CaseSpec, cfg: configs.BenchConfig, spec: WorkerSpec)
     row["compile_ms"] = max(0.0, wall.first_call_ms - row["wall_ms_median"])
   if built.routing is not None:
     row.update(metrics.load_stats(built.routing[0], cfg.num_experts, built.routing[1]))
+  if sampler is not None:
+    t0, t1 = (t + to_epoch for t in wall.samples_window)
+    row.update(sampler.window(t0, t1), gpu_clock_method=telemetry.METHOD)
   return row
 
 
@@ -135,6 +141,16 @@ def run(spec: WorkerSpec, emit: Callable[[dict], None]) -> None:
   cfg = configs.BY_NAME[spec.config]
   runner = _make_runner(spec, cfg)
   emit(dict(record="device", framework=spec.framework, **runner.device_info()))
+  sampler = telemetry.Sampler.start(getattr(runner, "gpu", False))
+  try:
+    _run_cases(spec, cfg, runner, sampler, emit)
+  finally:
+    if sampler is not None:
+      sampler.close()
+
+
+def _run_cases(spec: WorkerSpec, cfg: configs.BenchConfig, runner, sampler,
+               emit: Callable[[dict], None]) -> None:
   if spec.floor_dtypes:
     from bench import floors  # pylint: disable=import-outside-toplevel
     measure = floors.measure_jax if spec.framework == "jax" else floors.measure_torch
@@ -159,7 +175,7 @@ def run(spec: WorkerSpec, emit: Callable[[dict], None]) -> None:
       component = case.component
     t0 = time.perf_counter()
     try:
-      row = run_case(runner, case, cfg, spec)
+      row = run_case(runner, case, cfg, spec, sampler)
     except Exception as e:  # pylint: disable=broad-except
       msg = f"{type(e).__name__}: {e}".strip().splitlines()[0][:400]
       if is_peer(case.impl):  # optional: a peer that cannot run is skipped, not failed

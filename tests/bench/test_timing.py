@@ -97,6 +97,9 @@ def test_time_wall_calibrates_inner_on_back_to_back_calls(call_ms, sync_ms, targ
   assert res.latency_ms == pytest.approx([call_ms + sync_ms] * 2)
   # Each sample's value is (inner calls + one sync) / inner.
   assert np.median(res.samples_ms) == pytest.approx(call_ms + sync_ms / want)
+  # The window the clock telemetry reads covers the samples, and only them.
+  start, end = res.samples_window
+  assert (end - start) * 1e3 == pytest.approx(sum(res.samples_ms) * want)
 
 
 def test_calls_per_sample_falls_back_on_noisy_bursts():
