@@ -1,10 +1,11 @@
 """The GPU's SM clock and power while a row's samples run, from nvidia-smi.
 
 Sustained, a layer that keeps the tensor cores busy can reach the board's power limit,
-and the driver then lowers the SM clock (on the H200, the JAX layer rows ran at ~1480
-MHz against 1980 idle-to-busy; bench/NOTES.md, "The cause: the board's 700 W power
-cap"). The wall time of such a row is a capped throughput, and its CUPTI kernel time,
-taken in shorter stretches, is not. So each row records what the clock did.
+and the driver then lowers the SM clock (on the H200 the JAX layer rows ran at
+1480-1545 MHz, torch's eager rows at the full 1980; bench/NOTES.md, "The cause: the
+board's 700 W power cap"). The wall time of such a row is a capped throughput, and its
+CUPTI kernel time, taken in shorter stretches, is not. So each row records what the
+clock did.
 
 A `Sampler` runs `nvidia-smi --loop-ms` for the worker's lifetime, logging to a file;
 `Sampler.window(t0, t1)` reads back the lines stamped between two `time.time()` values
@@ -87,11 +88,13 @@ class Sampler:
     self._proc, self.path = proc, path
 
   @classmethod
-  def start(cls, gpu: bool, command: Sequence[str] | None = None) -> Sampler | None:
+  def start(cls, gpu: bool, command: Sequence[str] | None = None,
+            directory: str | None = None) -> Sampler | None:
     """A running sampler, or None without a GPU or a working nvidia-smi.
 
     `command` replaces the nvidia-smi command line (tests pass a fake one); it must print
-    lines of `parse`'s form.
+    lines of `parse`'s form. The log goes to `directory` (the run's scratch directory,
+    removed after the run even if the worker is killed) or the system's temp directory.
     """
     if command is None:
       if not gpu or shutil.which("nvidia-smi") is None:
@@ -99,7 +102,7 @@ class Sampler:
       command = _nvidia_smi_command()
       if command is None:
         return None
-    fd, path = tempfile.mkstemp(prefix="moe-bench-smi-", suffix=".csv")
+    fd, path = tempfile.mkstemp(prefix="moe-bench-smi-", suffix=".csv", dir=directory)
     with os.fdopen(fd, "w") as log:
       proc = subprocess.Popen(list(command), stdout=log, stderr=subprocess.DEVNULL)
     return cls(proc, path)

@@ -141,7 +141,8 @@ def run(spec: WorkerSpec, emit: Callable[[dict], None]) -> None:
   cfg = configs.BY_NAME[spec.config]
   runner = _make_runner(spec, cfg)
   emit(dict(record="device", framework=spec.framework, **runner.device_info()))
-  sampler = telemetry.Sampler.start(getattr(runner, "gpu", False))
+  os.makedirs(spec.scratch, exist_ok=True)
+  sampler = telemetry.Sampler.start(getattr(runner, "gpu", False), directory=spec.scratch)
   try:
     _run_cases(spec, cfg, runner, sampler, emit)
   finally:

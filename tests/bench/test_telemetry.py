@@ -62,9 +62,11 @@ while True:
 """
 
 
-def test_sampler_logs_and_reads_back_a_window():
+def test_sampler_logs_and_reads_back_a_window(tmp_path):
   assert telemetry.Sampler.start(gpu=False) is None
-  sampler = telemetry.Sampler.start(gpu=False, command=[sys.executable, "-c", _FAKE_SMI])
+  sampler = telemetry.Sampler.start(gpu=False, command=[sys.executable, "-c", _FAKE_SMI],
+                                    directory=str(tmp_path))
+  assert os.path.dirname(sampler.path) == str(tmp_path)
   try:
     time.sleep(0.5)
     t0 = time.time()
@@ -98,7 +100,8 @@ def test_a_run_with_a_sampler_records_each_rows_clock(tmp_path, monkeypatch):
     def close(self):
       windows.append("closed")
 
-  monkeypatch.setattr(telemetry.Sampler, "start", classmethod(lambda cls, gpu: _Stub()))
+  monkeypatch.setattr(telemetry.Sampler, "start",
+                      classmethod(lambda cls, gpu, directory: _Stub()))
   before = time.time()
   argv = ["--quick", "--configs", "tiny", "--components", "layer", "--modes", "fwd",
           "--impls", "jax:xla/binned,torch:binned", "--in-process", "--out", str(tmp_path)]
