@@ -81,24 +81,53 @@ def glu_backward_operands(e: int, tiles: int, hidden: int, inter: int, seed: int
   return h, b, group, fill, g, w_down
 
 
-def bench_case(config: str, impl: str, mode: str, component: str = "layer", warm: int = 5):
-  """(compiled, inputs): the JAX case of `moe-bench` (`JaxRunner.build` and `prepare`)
-  for one config, impl ("pallas/binned", ...), mode and component, after `warm` synced
-  calls on its rotated inputs."""
+def trace_events(prof) -> list[dict]:
+  """The complete ("X") events of a finished torch.profiler session: host ranges, CUDA
+  API calls and device activity (every kernel of the process, JAX's included), on one
+  clock in µs."""
+  import os  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "trace.json")
+    prof.export_chrome_trace(path)
+    with open(path) as f:
+      return [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+
+
+def framework_case(config: str, framework: str, impl: str, mode: str, *,
+                   variant: str | None = None, component: str = "layer", warm: int = 0,
+                   runners: dict | None = None):
+  """(runner, built, fn): a case of `moe-bench` for either framework, built and prepared
+  as its runners build them (`JaxRunner` / `TorchRunner`), after `warm` synced calls on
+  its rotated inputs. `variant` defaults to the impl's part after "/" ("dropless" for a
+  torch impl without one); `runners` caches one runner per framework across calls."""
   # pylint: disable=import-outside-toplevel
   from bench import configs
   from bench.plan import CaseSpec
-  from bench.runners_jax import JaxRunner
   from bench.timing import Protocol
-  runner = JaxRunner(configs.select(config)[0], Protocol())
-  case = CaseSpec(config=config, component=component, mode=mode, framework="jax", impl=impl,
-                  variant=impl.split("/")[1])
+  runners = {} if runners is None else runners
+  if framework not in runners:
+    if framework == "jax":
+      from bench.runners_jax import JaxRunner as runner_cls
+    else:
+      from bench.runners_torch import TorchRunner as runner_cls
+    runners[framework] = runner_cls(configs.select(config)[0], Protocol())
+  runner = runners[framework]
+  if variant is None:
+    variant = impl.split("/")[1] if "/" in impl else "dropless"
+  case = CaseSpec(config=config, component=component, mode=mode, framework=framework,
+                  impl=impl, variant=variant)
   built = runner.build(case)
-  compiled, _, _ = runner.prepare(built)
-  inputs = built.inputs
-  out = None
+  fn, _, _ = runner.prepare(built)
   for i in range(warm):
-    out = None
-    out = compiled(*inputs[i % len(inputs)])
-    jax.block_until_ready(out)
-  return compiled, inputs
+    runner.sync(fn(*built.inputs[i % len(built.inputs)]))
+  return runner, built, fn
+
+
+def bench_case(config: str, impl: str, mode: str, component: str = "layer", warm: int = 5):
+  """(compiled, inputs): the JAX case of `moe-bench` (`framework_case`) for one config,
+  impl ("pallas/binned", ...), mode and component, after `warm` synced calls on its
+  rotated inputs."""
+  _, built, compiled = framework_case(config, "jax", impl, mode, component=component,
+                                      warm=warm)
+  return compiled, built.inputs

@@ -42,27 +42,13 @@ def pattern(fn, inputs, sync, how):
 
 
 def main(out_path):
-  from bench import configs
-  from bench.plan import CaseSpec
-  from bench.timing import Protocol
+  from bench.gmm_probe import framework_case
   name = sys.argv[2] if len(sys.argv) > 2 else "gpt-oss-20b"
-  cfg = configs.select(name)[0]
   runners = {}
   report = []
   for framework, impl, mode, variant in ROWS:
-    if framework not in runners:
-      if framework == "jax":
-        from bench.runners_jax import JaxRunner as R
-      else:
-        from bench.runners_torch import TorchRunner as R
-      runners[framework] = R(cfg, Protocol())
-    runner = runners[framework]
-    case = CaseSpec(config=name, component="layer", mode=mode, framework=framework,
-                    impl=impl, variant=variant)
-    built = runner.build(case)
-    fn, _, _ = runner.prepare(built)
-    for _ in range(3):
-      runner.sync(fn(*built.inputs[0]))
+    runner, built, fn = framework_case(name, framework, impl, mode, variant=variant, warm=3,
+                                       runners=runners)
     row = dict(framework=framework, impl=impl, mode=mode)
     for how in ("release", "keep1", "keepall", "release", "keep1"):
       per, host = zip(*[pattern(fn, built.inputs, runner.sync, how) for _ in range(REPEATS)])

@@ -54,47 +54,23 @@ def smi_window(path, t0, t1):
   return rows
 
 
-def burst(fn, inputs, sync, n, k0):
-  out = None
-  t = time.perf_counter()
-  for i in range(n):
-    out = None
-    out = fn(*inputs[(k0 + i) % len(inputs)])
-  sync(out)
-  return (time.perf_counter() - t) * 1e3
-
-
 def main(out_path):
-  from bench import configs
-  from bench.plan import CaseSpec
-  from bench.timing import Protocol, time_wall
-  cfg = configs.select("gpt-oss-20b")[0]
+  from bench.gmm_probe import framework_case
+  from bench.timing import Protocol, _Runner, time_wall
   proc, smi = smi_start()
   runners, report = {}, []
   try:
     for framework, impl, mode in ROWS:
-      if framework not in runners:
-        if framework == "jax":
-          from bench.runners_jax import JaxRunner as R
-        else:
-          from bench.runners_torch import TorchRunner as R
-        runners[framework] = R(cfg, Protocol())
-      runner = runners[framework]
-      case = CaseSpec(config="gpt-oss-20b", component="layer", mode=mode, framework=framework,
-                      impl=impl, variant=impl.split("/")[1] if "/" in impl else "dropless")
-      built = runner.build(case)
-      fn, _, _ = runner.prepare(built)
+      runner, built, fn = framework_case("gpt-oss-20b", framework, impl, mode, warm=6,
+                                         runners=runners)
       inputs = built.inputs
-      for i in range(6):
-        runner.sync(fn(*inputs[i % len(inputs)]))
       cool, _ = runner.kernel_times(fn, built, 20)
       t0 = time.time()
       times = {n: [] for n in NS}
-      k = 0
+      bursts = _Runner(fn, inputs, runner.sync, time.perf_counter)  # the protocol's bursts
       for _ in range(ROUNDS):
         for n in NS:
-          times[n].append(burst(fn, inputs, runner.sync, n, k))
-          k += n
+          times[n].append(bursts.burst(n))
       t1 = time.time()
       warm, _ = runner.kernel_times(fn, built, 20)
       t2 = time.time()

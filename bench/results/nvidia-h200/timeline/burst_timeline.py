@@ -21,14 +21,14 @@ usage (repository root, GPU machine):
       OUT.json [FRAMEWORK:IMPL:MODE:N ...]
 """
 import json
-import os
 import sys
-import tempfile
 import time
 
 import torch
 torch.zeros(1, device="cuda")  # the CUDA context, before JAX
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
+
+from bench.gmm_probe import trace_events  # noqa: E402
 
 ROWS = [("jax", "pallas/dropless", "fwd+bwd", 4), ("jax", "pallas/dropless", "fwd+bwd", 12),
         ("jax", "pallas/binned", "fwd", 16), ("torch", "grouped+compile", "fwd+bwd", 3),
@@ -40,10 +40,7 @@ DEVICE = ("kernel", "gpu_memset", "gpu_memcpy")
 
 
 def events(prof):
-  path = os.path.join(tempfile.mkdtemp(), "trace.json")
-  prof.export_chrome_trace(path)
-  with open(path) as f:
-    ev = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+  ev = trace_events(prof)
   dev = sorted((float(e["ts"]), float(e["dur"]), e["name"][:50]) for e in ev
                if e.get("cat") in DEVICE)
   host = sorted((float(e["ts"]), float(e["dur"]), e["name"]) for e in ev
@@ -89,26 +86,12 @@ def analyse(dev, host, n, per_call):
 
 
 def main(out_path):
-  from bench import configs
-  from bench.plan import CaseSpec
-  from bench.timing import Protocol
-  cfg = configs.select("gpt-oss-20b")[0]
+  from bench.gmm_probe import framework_case
   runners, report = {}, []
   for framework, impl, mode, n in ROWS:
-    if framework not in runners:
-      if framework == "jax":
-        from bench.runners_jax import JaxRunner as R
-      else:
-        from bench.runners_torch import TorchRunner as R
-      runners[framework] = R(cfg, Protocol())
-    runner = runners[framework]
-    case = CaseSpec(config="gpt-oss-20b", component="layer", mode=mode, framework=framework,
-                    impl=impl, variant=impl.split("/")[1] if "/" in impl else "dropless")
-    built = runner.build(case)
-    fn, _, _ = runner.prepare(built)
+    runner, built, fn = framework_case("gpt-oss-20b", framework, impl, mode, warm=6,
+                                       runners=runners)
     inputs = built.inputs
-    for i in range(6):
-      runner.sync(fn(*inputs[i % len(inputs)]))
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
       runner.sync(fn(*inputs[0]))
     per_call = len(events(prof)[0])

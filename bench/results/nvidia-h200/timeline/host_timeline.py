@@ -17,9 +17,7 @@ usage (repository root, GPU machine):
 """
 import collections
 import json
-import os
 import sys
-import tempfile
 
 import torch
 torch.zeros(1, device="cuda")  # the CUDA context, before JAX
@@ -27,17 +25,10 @@ import numpy as np  # noqa: E402
 import jax  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
-from bench.gmm_probe import bench_case  # noqa: E402
+from bench.gmm_probe import bench_case, trace_events  # noqa: E402
 
 ROWS = [("gpt-oss-20b", "pallas/dropless", "fwd+bwd"), ("gpt-oss-20b", "pallas/binned", "fwd")]
 CALLS = 8
-
-
-def trace_events(prof):
-  path = os.path.join(tempfile.mkdtemp(), "trace.json")
-  prof.export_chrome_trace(path)
-  with open(path) as f:
-    return [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
 
 
 def per_call(events):

@@ -14,9 +14,7 @@ usage (repository root, GPU machine):
       [CONFIG:COMPONENT:IMPL:MODE:CALLS ...]
 """
 import json
-import os
 import sys
-import tempfile
 import time
 
 import torch
@@ -25,10 +23,7 @@ import numpy as np  # noqa: E402
 import jax  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from bench import configs  # noqa: E402
-from bench.plan import CaseSpec  # noqa: E402
-from bench.runners_jax import JaxRunner  # noqa: E402
-from bench.timing import Protocol  # noqa: E402
+from bench.gmm_probe import framework_case, trace_events  # noqa: E402
 
 ROWS = [("routing-bench", "pack", "pallas/binned", "fwd", 10),
         ("gpt-oss-20b", "layer", "pallas/binned", "fwd", 2),
@@ -39,23 +34,15 @@ REPEATS = 4
 
 
 def device_events(prof):
-  path = os.path.join(tempfile.mkdtemp(), "trace.json")
-  prof.export_chrome_trace(path)
-  with open(path) as f:
-    trace = json.load(f)
   keep = ("kernel", "gpu_memset", "gpu_memcpy")
-  ev = [e for e in trace["traceEvents"] if e.get("cat") in keep and e.get("ph") == "X"]
+  ev = [e for e in trace_events(prof) if e.get("cat") in keep]
   return sorted(((float(e["ts"]), float(e["dur"]), e["cat"], e["name"]) for e in ev))
 
 
 def main(out_path):
   report = []
   for config, component, impl, mode, inner in ROWS:
-    runner = JaxRunner(configs.select(config)[0], Protocol())
-    case = CaseSpec(config=config, component=component, mode=mode, framework="jax", impl=impl,
-                    variant=impl.split("/")[1])
-    built = runner.build(case)
-    compiled, _, _ = runner.prepare(built)
+    runner, built, compiled = framework_case(config, "jax", impl, mode, component=component)
     args, n = built.inputs, len(built.inputs)
     out = None
     for i in range(5):
