@@ -13,7 +13,7 @@ dropless forward+backward layer (every gmm call of it takes the band), two round
 
 Each case's output SHA-1 is logged once (launch orders must give the same bits).
 PROBE_BANDS (comma-separated, "None" for one band) picks the bands; with the
-expert-band patch (`expert-bands.patch`), MOE_EXPERT_BANDS=1 launches the ping-pong gmm
+expert-band patch (`expert-bands/variant44.patch`), MOE_EXPERT_BANDS=1 launches the ping-pong gmm
 calls in bands of each expert's tiles instead (variant 44), whatever the band.
 
 usage (repository root, GPU machine):
