@@ -23,6 +23,7 @@ from moe_jax.kernels import scatter as _scatter
 from moe_jax.kernels import slot_dot as _slot_dot
 from moe_jax.kernels.block_config import (
     GATHER_TILE_ELEMENTS,
+    MAX_GROUP_BAND,
     REDUCE_TILE_ELEMENTS,
     BlockConfig,
     MatmulConfig,
@@ -351,7 +352,7 @@ def slot_dots(
 
 
 # Longest band of row tiles that gmm launches together (see `MatmulConfig.row_band`).
-_MAX_ROW_BAND = 16
+_MAX_ROW_BAND = MAX_GROUP_BAND
 
 
 def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,

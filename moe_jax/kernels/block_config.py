@@ -103,6 +103,9 @@ _PINGPONG_MAX_BLOCK_N = 192
 # Elements of a ping-pong warpgroup's f32 accumulator: gmm's [128, 192] (192 registers
 # per thread), and the most a tgmm [block_k, block_n] block may hold.
 PINGPONG_MAX_ACCUMULATOR = 128 * _PINGPONG_MAX_BLOCK_N
+# Longest band of one group's row tiles under row_band="expert" (the longest band of
+# the default launch order too, `kernels.api`).
+MAX_GROUP_BAND = 16
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -126,7 +129,11 @@ class MatmulConfig:
       one column block come together, then the next column block. Programs resident
       at the same time then share a few row tiles of lhs and a few column blocks of
       one expert's matrix in L2. 1 launches all column blocks of a row tile together;
-      None (one band of every tile) all row tiles of a column block.
+      None (one band of every tile) all row tiles of a column block. "expert"
+      (ping-pong schedule only): bands that follow the layout, each group's run of
+      row tiles one band (split every `MAX_GROUP_BAND` tiles) and each unused tile a
+      band of its own, so that no band straddles two experts' weights
+      (bench/NOTES.md, variant 44).
     backend: "triton" or "mosaic" (16-bit operands, K and N multiples of 64, gmm
       with TM = 128, on a Hopper GPU; no interpreter).
     mma_in_flight: Mosaic only: wgmma groups each compute warpgroup leaves running
@@ -147,7 +154,7 @@ class MatmulConfig:
   block_k: int = 64
   num_warps: int = 4
   num_stages: int = 3
-  row_band: int | None = None
+  row_band: int | str | None = None
   backend: str = "triton"
   mma_in_flight: int = 0
   schedule: str = "cooperative"
@@ -186,8 +193,12 @@ class MatmulConfig:
       if self.mma_in_flight:
         raise ValueError("MatmulConfig.mma_in_flight must be 0 for schedule='pingpong' (it "
                          f"always keeps one group in flight), got {self.mma_in_flight}")
-    if self.row_band is not None and (
+    if self.row_band == "expert":
+      if self.schedule != "pingpong":
+        raise ValueError("MatmulConfig.row_band='expert' needs schedule='pingpong', got "
+                         f"schedule={self.schedule!r}")
+    elif self.row_band is not None and (
         not isinstance(self.row_band, int) or isinstance(self.row_band, bool)
         or self.row_band < 1):
       raise ValueError(
-          f"MatmulConfig.row_band must be an int >= 1 or None, got {self.row_band!r}")
+          f"MatmulConfig.row_band must be an int >= 1, None or 'expert', got {self.row_band!r}")

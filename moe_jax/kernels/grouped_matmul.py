@@ -60,6 +60,33 @@ def tile_and_column(pid, num_tiles: int, num_cols: int, row_band: int):
   return first + local % size, local // size
 
 
+def group_bands(tile_group: jax.Array, max_band: int) -> tuple[jax.Array, jax.Array]:
+  """The launch bands of `MatmulConfig.row_band="expert"`: ([num_tiles] first tile of
+  each tile's band, [num_tiles] that band's size), int32. Each run of tiles of one group
+  is cut into bands of `max_band` tiles (the last one shorter); each unused tile
+  (group < 0) is a band of its own."""
+  num_tiles = tile_group.shape[0]
+  t = jnp.arange(num_tiles, dtype=jnp.int32)
+  g = tile_group.astype(jnp.int32)
+  new_run = jnp.concatenate([jnp.ones((1,), bool), g[1:] != g[:-1]]) | (g < 0)
+  run_start = jax.lax.cummax(jnp.where(new_run, t, 0))
+  is_start = ((t - run_start) % max_band == 0) | (g < 0)
+  band = jnp.cumsum(is_start.astype(jnp.int32)) - 1
+  size = jax.ops.segment_sum(jnp.ones_like(t), band, num_segments=num_tiles)[band]
+  return jax.lax.cummax(jnp.where(is_start, t, 0)), size.astype(jnp.int32)
+
+
+def banded_tile_and_column(pid, num_cols: int, band_start, band_size):
+  """`tile_and_column` over bands of any sizes (`group_bands`; refs or arrays): a band
+  of s tiles from tile b owns launch indices [b * num_cols, (b + s) * num_cols), so
+  launch index pid lies in the band of tile pid // num_cols; inside a band the row
+  tile varies fastest."""
+  t = pid // num_cols
+  first, size = band_start[t], band_size[t]
+  local = pid - first * num_cols
+  return first + local % size, local // size
+
+
 def _gmm_kernel(group_ref, lhs_ref, rhs_ref, out_ref, *, k: int, n: int, block_k: int,
                 block_n: int, transpose_rhs: bool, precision, position):
   """One [TM, BN] tile of out. Refs: group [1], lhs [TM, K], rhs [E, K, N] (or

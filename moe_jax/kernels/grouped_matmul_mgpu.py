@@ -323,7 +323,8 @@ def _gmm_params(name: str, lhs: jax.Array, tile_group: jax.Array, n: int,
       num_tiles=num_tiles, num_cols=pl.cdiv(n, config.block_n), tile_rows=tile_rows,
       block_n=config.block_n, block_k=config.block_k, k_steps=k_steps, stages=stages,
       in_flight=min(config.mma_in_flight, stages - 1),
-      row_band=min(config.row_band or num_tiles, num_tiles), transpose_rhs=transpose_rhs)
+      row_band=(num_tiles if config.row_band in (None, "expert")
+                else min(config.row_band, num_tiles)), transpose_rhs=transpose_rhs)
 
 
 @functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms",

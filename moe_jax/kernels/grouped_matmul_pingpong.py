@@ -34,8 +34,8 @@ from jax.experimental import pallas as pl
 
 from moe_jax import _compat
 from moe_jax.kernels import grouped_matmul_mgpu as mgpu
-from moe_jax.kernels.block_config import MatmulConfig
-from moe_jax.kernels.grouped_matmul import tile_and_column
+from moe_jax.kernels.block_config import MAX_GROUP_BAND, MatmulConfig
+from moe_jax.kernels.grouped_matmul import banded_tile_and_column, group_bands, tile_and_column
 
 GMM_NAME = "moe_gmm_pingpong"
 GMM_GLU_NAME = "moe_gmm_glu_pingpong"
@@ -121,9 +121,11 @@ def _ring(plgpu, stages: int) -> dict:
 def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int,
             tile_rows: int, block_n: int, block_k: int, k_steps: int, stages: int,
             row_band: int, transpose_rhs: bool, epi_n: int, glu: tuple | None = None,
-            write_h: bool = False, zero_unused: bool = True):
-  """refs and `zero_unused` as `grouped_matmul_mgpu._kernel`'s."""
+            write_h: bool = False, zero_unused: bool = True, bands: bool = False):
+  """refs and `zero_unused` as `grouped_matmul_mgpu._kernel`'s; with `bands`
+  (row_band="expert"), the bands' first tiles and sizes (`group_bands`) come first."""
   plgpu = _compat.mosaic_gpu()
+  band_refs, refs = (refs[:2], refs[2:]) if bands else ((), refs)
   *glu_refs, out_gmem, h_gmem = refs if write_h else (*refs, None)
   out_dtype = out_gmem.dtype
   dtype = lhs_gmem.dtype
@@ -135,8 +137,12 @@ def _kernel(group_gmem, lhs_gmem, rhs_gmem, *refs, num_tiles: int, num_cols: int
   a_tf = mgpu._transforms(plgpu, dtype, block_k)
   b_shape = (block_n, block_k) if transpose_rhs else (block_k, block_n)
   b_tf = a_tf if transpose_rhs else mgpu._transforms(plgpu, dtype, block_n)
-  position = functools.partial(tile_and_column, num_tiles=num_tiles, num_cols=num_cols,
-                               row_band=row_band)
+  if bands:
+    position = functools.partial(banded_tile_and_column, num_cols=num_cols,
+                                 band_start=band_refs[0], band_size=band_refs[1])
+  else:
+    position = functools.partial(tile_and_column, num_tiles=num_tiles, num_cols=num_cols,
+                                 row_band=row_band)
   scratch = dict(
       a_smem=plgpu.SMEM((stages, tile_rows, block_k), dtype, transforms=a_tf),
       b_smem=plgpu.SMEM((stages, *b_shape), dtype, transforms=b_tf),
@@ -318,6 +324,7 @@ def _params(name, lhs, tile_group, n, config, *, transpose_rhs, out_bytes, glu):
   the epilogue staging a whole tile's rows."""
   params = mgpu._gmm_params(name, lhs, tile_group, n, config, transpose_rhs=transpose_rhs)
   del params["in_flight"]
+  params["bands"] = config.row_band == "expert"
   if glu is None:
     ring = (params["stages"] * (params["tile_rows"] + config.block_n) * config.block_k
             * lhs.dtype.itemsize)
@@ -325,6 +332,11 @@ def _params(name, lhs, tile_group, n, config, *, transpose_rhs, out_bytes, glu):
   else:
     params.update(epi_n=mgpu._GLU_N, glu=glu)
   return params
+
+
+def _bands(tile_group, params) -> tuple:
+  """The kernel's band operands: `group_bands`' two arrays under row_band="expert"."""
+  return group_bands(tile_group, MAX_GROUP_BAND) if params["bands"] else ()
 
 
 @functools.partial(jax.jit, static_argnames=("transpose_rhs", "out_dtype", "config", "num_sms",
@@ -343,7 +355,7 @@ def gmm(lhs, rhs, tile_group, *, transpose_rhs: bool, out_dtype, config: MatmulC
     _kernel(*refs, **params)
   out_type = jax.ShapeDtypeStruct((lhs.shape[0], n), out_dtype)
   return mgpu._launch(plgpu, moe_gmm_pingpong, out_type, num_sms)(
-      tile_group, lhs, rhs)
+      tile_group, lhs, rhs, *_bands(tile_group, params))
 
 
 @functools.partial(jax.jit, static_argnames=("act", "config", "num_sms", "return_h",
@@ -363,7 +375,8 @@ def gmm_glu(lhs, rhs, bias, tile_group, tile_fill, *, act: tuple, config: Matmul
     _kernel(*refs, **params)
   out_type = mgpu.glu_out_type(num_rows, n, lhs.dtype, return_h)
   return mgpu._launch(plgpu, moe_gmm_glu_pingpong, out_type, num_sms)(
-      tile_group, lhs, rhs, *mgpu.glu_operands(bias, tile_group, tile_fill, n, params))
+      tile_group, lhs, rhs, *_bands(tile_group, params),
+      *mgpu.glu_operands(bias, tile_group, tile_fill, n, params))
 
 
 @functools.partial(jax.jit, static_argnames=("num_groups", "out_dtype", "config", "num_sms"))

@@ -12,6 +12,8 @@ roundings count. Unused
 tiles and the rows past each tile's fill hold NaN in x: their outputs must be exact
 zeros.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,14 +160,33 @@ def test_mosaic_without_zero_unused_keeps_the_used_rows(schedule):
     np.testing.assert_array_equal(f64(got)[used], f64(want)[used])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("return_h", [False, True])
+def test_mosaic_pingpong_expert_bands_give_the_same_bits(return_h):
+  """row_band="expert" changes which CTA computes a tile, not how: both outputs the same
+  bits as under the fixed band."""
+  case = CASES[2]
+  x, w, bias, groups, fill, _ = _case(*case)
+  fixed = _mosaic_config(case, "pingpong")
+  run = lambda config: jax.jit(lambda *a: gmm_glu(  # noqa: E731
+      *a, implementation="pallas", config=config, return_h=return_h, **ACT))(
+          x, w, bias, groups, fill)
+  got, want = run(dataclasses.replace(fixed, row_band="expert")), run(fixed)
+  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(f64(g), f64(r))
+
+
 @pytest.mark.parametrize("zero_unused", [True, False])
 @pytest.mark.parametrize("return_h", [False, True])
-@pytest.mark.parametrize("schedule", ["cooperative", "pingpong"])
+@pytest.mark.parametrize("schedule", ["cooperative", "pingpong", "pingpong-expert"])
 @pytest.mark.parametrize("case", CASES[2:])
 def test_mosaic_lowers_for_cuda(case, schedule, return_h, zero_unused):
-  """Tracing and Mosaic GPU lowering run on any machine."""
+  """Tracing and Mosaic GPU lowering run on any machine ("pingpong-expert": the
+  ping-pong kernel launched in bands of the experts' tiles)."""
   x, w, bias, groups, fill, _ = _case(*case)
-  config = _mosaic_config(case, schedule)
+  config = _mosaic_config(case, schedule.removesuffix("-expert"))
+  if schedule.endswith("-expert"):
+    config = dataclasses.replace(config, row_band="expert")
   kernels = mosaic_gmm_kernels(config)
   fn = lambda *a: kernels.gmm_glu(*a, act=reference.act_items("gpt_oss_glu", 1.702, 7.0),
                                   config=config, num_sms=132, return_h=return_h,

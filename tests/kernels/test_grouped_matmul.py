@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from moe_jax.kernels import MatmulConfig, default_matmul_config, gmm, tgmm
-from moe_jax.kernels.grouped_matmul import tile_and_column
+from moe_jax.kernels.grouped_matmul import banded_tile_and_column, group_bands, tile_and_column
 
 from ._support import Twin, normal
 
@@ -171,6 +171,45 @@ def test_launch_position_is_the_banded_order(num_tiles, num_cols, band):
   assert list(zip(np.asarray(tile).tolist(), np.asarray(col).tolist())) == want
 
 
+def _np_group_bands(groups, max_band):
+  """The bands written out: runs of one group cut every max_band tiles, each unused tile
+  alone; per tile, its band's first tile and size."""
+  bands, t = [], 0
+  while t < len(groups):
+    end = t + 1
+    if groups[t] >= 0:
+      while end < len(groups) and groups[end] == groups[t] and end - t < max_band:
+        end += 1
+    bands.append((t, end - t))
+    t = end
+  return [b for b in bands for _ in range(b[1])]
+
+
+@pytest.mark.parametrize("groups,max_band", [
+    ([0, 0, 0, 0, 0, 1, 1, 2, 5, -1, -1], 16),
+    ([0] * 20 + [1] * 3 + [-1], 8),  # a run cut in 8 + 8 + 4
+    ([3], 4), ([-1, -1], 2), ([0, 1, 2, 3], 1), ([0, 0, 1, 1, 1, 1], 2)])
+def test_group_bands_and_their_launch_order(groups, max_band):
+  """group_bands against the bands written out in NumPy; the banded launch order takes
+  each band's tiles for one column, then the next column (the tile fastest), visiting
+  every (tile, column) once; bands of one size give tile_and_column's order."""
+  start, size = group_bands(jnp.asarray(groups, jnp.int32), max_band)
+  want = _np_group_bands(groups, max_band)
+  assert list(zip(np.asarray(start).tolist(), np.asarray(size).tolist())) == want
+  num_cols = 3
+  order = [(t, c) for first, n in dict(want).items() for c in range(num_cols)
+           for t in range(first, first + n)]
+  pid = jnp.arange(len(groups) * num_cols, dtype=jnp.int32)
+  tile, col = banded_tile_and_column(pid, num_cols, start, size)
+  assert list(zip(np.asarray(tile).tolist(), np.asarray(col).tolist())) == order
+  even_start = jnp.asarray([t // 2 * 2 for t in range(7)])
+  even_size = jnp.asarray([min(2, 7 - t // 2 * 2) for t in range(7)])
+  pid = jnp.arange(7 * num_cols, dtype=jnp.int32)
+  got = banded_tile_and_column(pid, num_cols, even_start, even_size)
+  ref = tile_and_column(pid, num_tiles=7, num_cols=num_cols, row_band=2)
+  np.testing.assert_array_equal(np.stack(got), np.stack(ref))
+
+
 def test_default_config():
   assert default_matmul_config(128, 2880, 5760, jnp.bfloat16, tiles_per_expert=4) == (
       MatmulConfig(block_n=256, block_k=64, num_warps=8, num_stages=4, row_band=4))
@@ -220,5 +259,12 @@ def test_tgmm_errors():
     gmm(jnp.zeros((32, 8)), jnp.zeros((2, 8, 4)), jnp.zeros(2, jnp.int32), config={})
   with pytest.raises(ValueError, match=r"MatmulConfig.block_n must be a power of two >= 16"):
     MatmulConfig(block_n=24)
-  with pytest.raises(ValueError, match=r"MatmulConfig.row_band must be an int >= 1 or None, got 0"):
+  with pytest.raises(ValueError,
+                     match=r"MatmulConfig.row_band must be an int >= 1, None or 'expert', got 0"):
     MatmulConfig(row_band=0)
+  with pytest.raises(ValueError, match=r"row_band must be .* got 'experts'"):
+    MatmulConfig(row_band="experts", backend="mosaic", schedule="pingpong")
+  with pytest.raises(ValueError, match=r"row_band='expert' needs schedule='pingpong', got "
+                                       r"schedule='cooperative'"):
+    MatmulConfig(row_band="expert", backend="mosaic")
+  MatmulConfig(row_band="expert", block_n=192, backend="mosaic", schedule="pingpong")

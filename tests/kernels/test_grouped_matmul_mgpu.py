@@ -3,6 +3,8 @@ NumPy; on any machine, their config rules, their errors and that they lower for 
 
 Mosaic GPU has no interpreter, so the value tests are `gpu`-marked only.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -197,6 +199,33 @@ def test_mosaic_gmm_lowers_for_cuda(case, transpose_rhs, in_flight, schedule, ze
       zero_unused=zero_unused)
   text = _compat.lower_for_cuda(fn, lhs, rhs, groups)
   assert "mosaic_gpu" in text
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("transpose_rhs", [False, True])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2]])
+def test_mosaic_pingpong_expert_bands_give_the_same_bits(case, transpose_rhs):
+  """row_band="expert" changes which CTA computes a tile, not how: the same bits as the
+  case's fixed band, and float64's values."""
+  lhs, rhs, groups = _operands(case, transpose_rhs, seed=26)
+  fixed = _config(case, schedule="pingpong")
+  run = lambda config: jax.jit(lambda a, b, t: gmm(  # noqa: E731
+      a, b, t, transpose_rhs=transpose_rhs, implementation="pallas", config=config))(
+          lhs, rhs, groups)
+  got = run(dataclasses.replace(fixed, row_band="expert"))
+  np.testing.assert_array_equal(bits(got), bits(run(fixed)))
+  _assert_close(got, _np_gmm, jnp.bfloat16, lhs, rhs, np.asarray(groups), transpose_rhs)
+
+
+@pytest.mark.parametrize("transpose_rhs", [False, True])
+def test_mosaic_pingpong_expert_bands_lower_for_cuda(transpose_rhs):
+  """The banded launch order's operands reach the kernel and lower on any machine."""
+  case = CASES[2]
+  lhs, rhs, groups = _operands(case, transpose_rhs, seed=0)
+  config = dataclasses.replace(_config(case, schedule="pingpong"), row_band="expert")
+  fn = lambda a, b, t: mosaic_gmm_kernels(config).gmm(
+      a, b, t, transpose_rhs=transpose_rhs, out_dtype=jnp.bfloat16, config=config, num_sms=132)
+  assert "mosaic_gpu" in _compat.lower_for_cuda(fn, lhs, rhs, groups)
 
 
 @pytest.mark.parametrize("in_flight, schedule", TGMM_KNOBS)
