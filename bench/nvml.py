@@ -17,7 +17,8 @@ _CLOCK_SM = 1  # nvmlClockType_t NVML_CLOCK_SM
 
 
 class Nvml:
-  """One GPU's NVML handle: the first of CUDA_VISIBLE_DEVICES, else index 0."""
+  """One GPU's NVML handle: the first index in CUDA_VISIBLE_DEVICES, else index 0 (also
+  where that variable names GPUs by UUID)."""
 
   def __init__(self, lib, handle):
     self._lib, self._handle = lib, handle

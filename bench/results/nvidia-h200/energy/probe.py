@@ -15,8 +15,9 @@ readings polled every 0.2 ms.
 gmm_glu cases (the Mosaic ping-pong kernel, bench-like synthetic layout of 143 tiles,
 `bench.gmm_probe.operands`): "zero pad" zeroes the rows past each tile's fill (as the
 layouts give them), "data pad" keeps random data there and passes fill 128, so the two
-do the same products on different data. Their difference is what the padding rows'
-products cost in energy, the bound on what skipping them could give back.
+do the same products on different data. Were zero rows free, the zero-padded call
+would cost (rows holding data) / (all rows) of the data-padded one; what it costs above
+that is the padding's energy, the most that skipping those rows could give back.
 
 usage (repository root, GPU machine):
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 python3 bench/results/nvidia-h200/energy/probe.py OUT.json
