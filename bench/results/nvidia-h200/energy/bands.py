@@ -12,9 +12,11 @@ J per call and ms per call, sustained (`probe.sustained`), for bands of 4 (the d
 dropless forward+backward layer (every gmm call of it takes the band), two rounds.
 
 Each case's output SHA-1 is logged once (launch orders must give the same bits).
-PROBE_BANDS (comma-separated, "None" for one band) picks the bands; with the
-expert-band patch (`expert-bands/variant44.patch`), MOE_EXPERT_BANDS=1 launches the ping-pong gmm
-calls in bands of each expert's tiles instead (variant 44), whatever the band.
+PROBE_BANDS (comma-separated, "None" for one band) picks the bands; "expert" is
+`MatmulConfig.row_band="expert"` as landed (variant 44; the ping-pong kernels only, so
+not in the CPU smoke run). The first measurement of variant 44 used its experiment's
+patch (`expert-bands/variant44.patch`, switched on by MOE_EXPERT_BANDS=1 whatever the
+band) instead.
 
 usage (repository root, GPU machine):
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 python3 bench/results/nvidia-h200/energy/bands.py OUT.json
@@ -30,7 +32,7 @@ import time  # noqa: E402  pylint: disable=wrong-import-position
 
 import probe  # noqa: E402  pylint: disable=wrong-import-position
 
-BANDS = tuple(None if b == "None" else int(b)
+BANDS = tuple(None if b == "None" else b if b == "expert" else int(b)
               for b in os.environ.get("PROBE_BANDS", "4,8,16,None").split(","))
 
 
@@ -65,6 +67,8 @@ def main(out_path):
   original = api._mosaic_config  # pylint: disable=protected-access
   cases, layer_out = {}, {}
   for band in BANDS:
+    if probe.SMOKE and band == "expert":
+      continue  # the CPU runs the Triton kernel, which has no such launch order
     config = dataclasses.replace(base, row_band=band)
     glu = jax.jit(lambda x, f, c=config: kernels.gmm_glu(
         x, w, b, group, f, activation="gpt_oss_glu", implementation="pallas", config=c))
