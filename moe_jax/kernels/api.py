@@ -351,10 +351,6 @@ def slot_dots(
   return _slot_dot.slot_dots(src, index, g, config=config, interpret=_interpret(interpret))
 
 
-# Longest band of row tiles that gmm launches together (see `MatmulConfig.row_band`).
-_MAX_ROW_BAND = MAX_GROUP_BAND
-
-
 def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
                    row_band: int | None) -> MatmulConfig | None:
   """The Mosaic GPU kernels' tiles for this shape, or None where they do not apply.
@@ -414,7 +410,7 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   and a few row tiles instead of one column block of many experts (which re-reads
   lhs from HBM once per column block).
   """
-  row_band = None if transposed else max(1, min(_MAX_ROW_BAND, tiles_per_expert or 1))
+  row_band = None if transposed else max(1, min(MAX_GROUP_BAND, tiles_per_expert or 1))
   if not interpret and _compat.is_hopper():
     config = _mosaic_config(tile_rows, k, n, dtype, transposed=transposed, row_band=row_band)
     if config is not None:

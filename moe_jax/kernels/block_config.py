@@ -103,8 +103,8 @@ _PINGPONG_MAX_BLOCK_N = 192
 # Elements of a ping-pong warpgroup's f32 accumulator: gmm's [128, 192] (192 registers
 # per thread), and the most a tgmm [block_k, block_n] block may hold.
 PINGPONG_MAX_ACCUMULATOR = 128 * _PINGPONG_MAX_BLOCK_N
-# Longest band of one group's row tiles under row_band="expert" (the longest band of
-# the default launch order too, `kernels.api`).
+# Longest band of row tiles that gmm launches together: under row_band="expert", and
+# in the default launch order (`kernels.api.default_matmul_config`).
 MAX_GROUP_BAND = 16
 
 

@@ -76,24 +76,30 @@ def sustained(burst, nvml, per_call_ms: float) -> dict:
               temp_c=nvml.temperature_c())
 
 
-def layer_case(framework, impl, mode, runners):
-  from bench.gmm_probe import framework_case  # pylint: disable=import-outside-toplevel
+def _bursts(fn, inputs, sync):
+  """(burst, cool ms per call over 8 calls, fn's output on inputs[0]) of warmed-up `fn`."""
   from bench.timing import _Runner  # pylint: disable=import-outside-toplevel
+  first = fn(*inputs[0])
+  sync(first)
+  r = _Runner(fn, inputs, sync, time.perf_counter)
+  r.burst(2)
+  return r.burst, r.burst(8) / 8, first
+
+
+def layer_case(framework, impl, mode, runners):
+  """`_bursts` of a gpt-oss-20b layer case as moe-bench builds it, after 5 warm calls."""
+  from bench.gmm_probe import framework_case  # pylint: disable=import-outside-toplevel
   runner, built, fn = framework_case("gpt-oss-20b", framework, impl, mode, warm=5,
                                      runners=runners)
-  r = _Runner(fn, built.inputs, runner.sync, time.perf_counter)
-  r.burst(2)
-  return r.burst, r.burst(8) / 8
+  return _bursts(fn, built.inputs, runner.sync)
 
 
 def jax_case(f, args_list):
+  """`_bursts` of a jitted JAX function over its rotated argument sets."""
   import jax  # pylint: disable=import-outside-toplevel
-  from bench.timing import _Runner  # pylint: disable=import-outside-toplevel
   for a in args_list:
     jax.block_until_ready(f(*a))
-  r = _Runner(f, args_list, jax.block_until_ready, time.perf_counter)
-  r.burst(2)
-  return r.burst, r.burst(8) / 8
+  return _bursts(f, args_list, jax.block_until_ready)
 
 
 class _FakeNvml:
@@ -160,7 +166,7 @@ def main(out_path):
     for name, (make, flops) in cases.items():
       if name not in built:
         built[name] = make()
-      burst, per_call = built[name]
+      burst, per_call, _ = built[name]
       row = sustained(burst, nvml, per_call)
       if flops:
         row["tflops"] = flops / row["ms_per_call"] / 1e9
