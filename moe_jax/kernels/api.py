@@ -353,6 +353,7 @@ def slot_dots(
 
 def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
                    row_band: int | None) -> MatmulConfig | None:
+  # row_band: the even band that a cooperative gmm takes (None for tgmm).
   """The Mosaic GPU kernels' tiles for this shape, or None where they do not apply.
 
   From `bench/results/nvidia-h100-80gb-hbm3/mgpu-sweep/` and, for the schedule,
@@ -362,10 +363,13 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
   slower), else 4. Where that block is 192, the ping-pong schedule (2-4% faster at
   gpt-oss-20b's N = 2880 and 5760; gmm_glu 7% faster than the cooperative kernel
   and 5% than the ping-pong one at 128 columns and 5 stages). gmm_glu takes gmm's
-  tiles. tgmm: ping-pong [128, 192] output blocks (narrower where K or N is) with a
-  4-deep ring, 22-27% faster than the cooperative [128, 256] / 3 on gpt-oss-20b's
-  weight gradients (`bench/results/nvidia-h200/tgmm-pingpong/`). No block is wider
-  than its array (see `grouped_matmul_mgpu`).
+  tiles. The ping-pong gmm and gmm_glu launch in bands that follow the experts' tiles
+  (`row_band="expert"`; 7% less time and energy in gpt-oss-20b's forward gmm_glu
+  than the even band of `row_band`, bench/NOTES.md variant 44); the cooperative ones
+  keep `row_band`. tgmm: ping-pong [128, 192] output blocks (narrower where K or N is)
+  with a 4-deep ring, 22-27% faster than the cooperative [128, 256] / 3 on
+  gpt-oss-20b's weight gradients (`bench/results/nvidia-h200/tgmm-pingpong/`). No block
+  is wider than its array (see `grouped_matmul_mgpu`).
   """
   if transposed:
     config = MatmulConfig(block_n=next(b for b in (192, 128, 64) if b <= max(n, 64)),
@@ -374,9 +378,11 @@ def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
     ok = _grouped_matmul_mgpu.tgmm_supports(dtype, k, n, tile_rows, config) is None
   else:
     block_n = next((b for b in (256, 192, 128, 64) if n % b == 0), 64)
+    pingpong = block_n == 192
     config = MatmulConfig(block_n=block_n, block_k=64, num_stages=3 if block_n == 256 else 4,
-                          row_band=row_band, backend="mosaic",
-                          schedule="pingpong" if block_n == 192 else "cooperative")
+                          row_band="expert" if pingpong and row_band is not None else row_band,
+                          backend="mosaic",
+                          schedule="pingpong" if pingpong else "cooperative")
     ok = _grouped_matmul_mgpu.supports(dtype, k, n, tile_rows, config) is None
   return config if ok else None
 
@@ -408,7 +414,8 @@ def default_matmul_config(tile_rows: int, k: int, n: int, dtype, *,
   the average number of row tiles per expert, clamped to [1, 16]; 1 when unknown),
   so that the ~132 programs resident on an H100 read one expert's weight columns
   and a few row tiles instead of one column block of many experts (which re-reads
-  lhs from HBM once per column block).
+  lhs from HBM once per column block). The Mosaic ping-pong kernels take the exact
+  bands instead, one per expert's run of tiles (`row_band="expert"`).
   """
   row_band = None if transposed else max(1, min(MAX_GROUP_BAND, tiles_per_expert or 1))
   if not interpret and _compat.is_hopper():

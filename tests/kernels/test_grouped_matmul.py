@@ -1,10 +1,11 @@
 """gmm / tgmm: both implementations against float64 NumPy, and the API's errors."""
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from moe_jax.kernels import MatmulConfig, default_matmul_config, gmm, tgmm
+from moe_jax.kernels import MatmulConfig, api, default_matmul_config, gmm, tgmm
 from moe_jax.kernels.grouped_matmul import banded_tile_and_column, group_bands, tile_and_column
 
 from ._support import Twin, normal
@@ -221,6 +222,19 @@ def test_default_config():
       block_n=128, block_k=128, num_warps=8, num_stages=3)
   small = default_matmul_config(16, 20, 24, jnp.float32, interpret=True)
   assert (small.block_n, small.block_k, small.num_warps) == (32, 32, 4)
+
+
+def test_mosaic_config_bands_follow_the_experts_on_the_pingpong_kernels():
+  """The Hopper picker (pure shape logic, so it runs here): the ping-pong gmm launches
+  bands that follow each expert's tiles; the cooperative one keeps the even band;
+  tgmm has no band."""
+  pick = functools.partial(api._mosaic_config, 128, dtype=jnp.bfloat16)  # pylint: disable=protected-access
+  pingpong = pick(2880, 5760, transposed=False, row_band=4)
+  assert (pingpong.schedule, pingpong.block_n, pingpong.row_band) == ("pingpong", 192, "expert")
+  cooperative = pick(4096, 28672, transposed=False, row_band=16)
+  assert (cooperative.schedule, cooperative.block_n, cooperative.row_band) == (
+      "cooperative", 256, 16)
+  assert pick(2880, 5760, transposed=True, row_band=None).row_band is None
 
 
 @pytest.mark.parametrize("kwargs,match", [

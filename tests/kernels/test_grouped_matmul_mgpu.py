@@ -159,7 +159,7 @@ def test_default_config_on_hopper_is_mosaic_and_matches_triton():
   assert _compat.is_hopper(), "the GPU tests of this project run on an H100/H200"
   config = default_matmul_config(128, 2880, 5760, jnp.bfloat16, tiles_per_expert=4)
   assert (config.backend, config.block_n, config.row_band, config.schedule) == (
-      "mosaic", 192, 4, "pingpong")
+      "mosaic", 192, "expert", "pingpong")
   assert default_matmul_config(128, 4096, 28672, jnp.bfloat16).block_n == 256
   case = (3, 2880, 576, [0, 1, 1, 2, -1], 192, 4)
   lhs, rhs, groups = _operands(case, False, seed=30)

@@ -76,9 +76,10 @@ def main(out_path):
 
     def layer(band=band):
       def banded(*args, **kw):
-        if not kw.get("transposed"):
-          kw["row_band"] = band
-        return original(*args, **kw)
+        config = original(*args, **kw)
+        if config is not None and not kw.get("transposed"):
+          config = dataclasses.replace(config, row_band=band)
+        return config
       api._mosaic_config = banded  # pylint: disable=protected-access
       try:  # the case compiles while the patch holds
         return probe.layer_case("jax", "pallas/dropless", "fwd+bwd", {})

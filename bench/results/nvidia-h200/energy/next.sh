@@ -1,5 +1,5 @@
 #!/bin/bash
-# Variant 44's checks before row_band="expert" becomes the default (bench/NOTES.md,
+# Variant 44's checks before row_band="expert" became the default (bench/NOTES.md,
 # variant 44, "Next"): its compiled tests, then gmm_glu and the gpt-oss-20b dropless
 # forward+backward under band 4 and "expert" in one process (output SHA-1s, sustained J
 # and ms per call, cool ms per call). Repository root, GPU machine; writes under $OUT.
