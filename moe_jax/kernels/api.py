@@ -353,8 +353,9 @@ def slot_dots(
 
 def _mosaic_config(tile_rows: int, k: int, n: int, dtype, *, transposed: bool,
                    row_band: int | None) -> MatmulConfig | None:
-  # row_band: the even band that a cooperative gmm takes (None for tgmm).
   """The Mosaic GPU kernels' tiles for this shape, or None where they do not apply.
+
+  `row_band` is the even launch band a cooperative gmm takes (None for tgmm).
 
   From `bench/results/nvidia-h100-80gb-hbm3/mgpu-sweep/` and, for the schedule,
   `bench/results/nvidia-h200/pingpong-sweep/`. gmm: the widest column block that
