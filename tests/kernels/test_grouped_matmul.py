@@ -193,7 +193,7 @@ def _np_group_bands(groups, max_band):
 def test_group_bands_and_their_launch_order(groups, max_band):
   """group_bands against the bands written out in NumPy; the banded launch order takes
   each band's tiles for one column, then the next column (the tile fastest), visiting
-  every (tile, column) once; bands of one size give tile_and_column's order."""
+  every (tile, column) once."""
   start, size = group_bands(jnp.asarray(groups, jnp.int32), max_band)
   want = _np_group_bands(groups, max_band)
   assert list(zip(np.asarray(start).tolist(), np.asarray(size).tolist())) == want
@@ -203,6 +203,11 @@ def test_group_bands_and_their_launch_order(groups, max_band):
   pid = jnp.arange(len(groups) * num_cols, dtype=jnp.int32)
   tile, col = banded_tile_and_column(pid, num_cols, start, size)
   assert list(zip(np.asarray(tile).tolist(), np.asarray(col).tolist())) == order
+
+
+def test_banded_launch_order_of_equal_bands_is_tile_and_column():
+  """Bands of one size (the last one shorter) give tile_and_column's order."""
+  num_cols = 3
   even_start = jnp.asarray([t // 2 * 2 for t in range(7)])
   even_size = jnp.asarray([min(2, 7 - t // 2 * 2) for t in range(7)])
   pid = jnp.arange(7 * num_cols, dtype=jnp.int32)

@@ -12,8 +12,9 @@ in two rounds over all cases.
 The counter's update step is measured first, under a queue of matmuls: its distinct
 readings polled every 0.2 ms.
 
-gmm_glu cases (the Mosaic ping-pong kernel, bench-like synthetic layout of 143 tiles,
-`bench.gmm_probe.operands`): "zero pad" zeroes the rows past each tile's fill (as the
+gmm_glu cases (the Mosaic ping-pong kernel under its default config, bench-like
+synthetic layout of 143 tiles, `bench.gmm_probe.operands`; `probe.json` was taken with
+the even launch band of 4, before the expert bands became the default): "zero pad" zeroes the rows past each tile's fill (as the
 layouts give them), "data pad" keeps random data there and passes fill 128, so the two
 do the same products on different data. Were zero rows free, the zero-padded call
 would cost (rows holding data) / (all rows) of the data-padded one; what it costs above
