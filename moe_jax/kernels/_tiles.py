@@ -1,4 +1,5 @@
-"""Helpers shared by the row kernels: tail masks and the masked row gather.
+"""Helpers shared by the row kernels: the launch order, tail masks and the masked row
+gather.
 
 All of them run inside a Pallas kernel body, on the Triton lowering and in interpret
 mode alike. Masks are static where they can be: a tail mask is `None` when the
@@ -6,11 +7,46 @@ extent is a multiple of the block, so the compiled kernel carries no dead compar
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from moe_jax import _compat
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+  """The launch order of a (row block, column block) grid.
+
+  Triton launches the grid's first axis fastest. Row blocks first walk each column
+  block down the rows; `columns_fastest` walks each row block's column blocks in turn,
+  so the programs resident together read and write whole rows rather than one narrow
+  column strip of many (bench/NOTES.md, variant 45). Kernels take their block ids,
+  grid and BlockSpecs from here, written as of (row block i, column block j).
+  """
+  columns_fastest: bool
+
+  @property
+  def row_axis(self) -> int:
+    return 1 if self.columns_fastest else 0
+
+  @property
+  def col_axis(self) -> int:
+    return 0 if self.columns_fastest else 1
+
+  def grid(self, row_blocks: int, col_blocks: int) -> tuple[int, int]:
+    return (col_blocks, row_blocks) if self.columns_fastest else (row_blocks, col_blocks)
+
+  def spec(self, block_shape, index_map) -> pl.BlockSpec:
+    """A BlockSpec whose `index_map(i, j)` takes the row and column block."""
+    if self.columns_fastest:
+      return pl.BlockSpec(block_shape, lambda j, i: index_map(i, j))
+    return pl.BlockSpec(block_shape, index_map)
+
+  def row_block(self) -> jax.Array:
+    return pl.program_id(self.row_axis)
 
 
 def tail_mask(axis: int, block: int, extent: int) -> jax.Array | None:

@@ -1,0 +1,71 @@
+"""tile_glu_grad's launch order: each column block walked down the rows (the default
+until this probe) against each row block's column blocks in turn (`columns_fastest`,
+so the programs resident together read whole rows of h, g and dh), under a few blocks.
+
+gpt-oss-20b's dropless layout as `glu-sweep/glu.py` builds it (2I = 5760, 160 tiles of
+128 rows, 143 used, each expert's last tile half full). Each time is the median of
+three medians over 20 calls of CUPTI kernel time (ms); every output is compared, bit
+for bit, with the default order's under the same block.
+
+usage (repository root, GPU machine):
+  python3 bench/results/nvidia-h200/glu-order/probe.py OUT.json
+"""
+import importlib.util
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench.gmm_probe import Log, cupti_ms
+from moe_jax.kernels import BlockConfig
+from moe_jax.kernels import glu as glu_kernels
+
+BLOCKS = [BlockConfig(block_rows=32, block_h=64, num_warps=4),  # the default
+          BlockConfig(block_rows=16, block_h=128, num_warps=4),
+          BlockConfig(block_rows=8, block_h=256, num_warps=4),
+          BlockConfig(block_rows=32, block_h=128, num_warps=8),
+          BlockConfig(block_rows=64, block_h=64, num_warps=8),
+          BlockConfig(block_rows=16, block_h=64, num_warps=4)]
+ACT = (("activation", "gpt_oss_glu"), ("alpha", 1.702), ("limit", 7.0))
+
+
+def _sweep_module():
+  path = os.path.join(os.path.dirname(__file__), "..", "glu-sweep", "glu.py")
+  spec = importlib.util.spec_from_file_location("glu_sweep", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def main(out_path):
+  sweep = _sweep_module()
+  two_i, num_tiles, num_experts, _, _ = sweep.SHAPES["gpt-oss-20b"]
+  key = jax.random.key(0)
+  h = jax.random.normal(key, (num_tiles * 128, two_i), jnp.bfloat16) * 3
+  g = jax.random.normal(key, (num_tiles * 128, two_i // 2), jnp.bfloat16)
+  bias = jax.random.normal(key, (num_experts, two_i), jnp.bfloat16)
+  te, fill = sweep.layout(num_tiles, 143, num_experts)
+  rows_used = int(jnp.sum(te >= 0)) * 128
+  nbytes = rows_used * (two_i * 2 + two_i // 2 * 2 + two_i * 2)  # h, g read; dh written
+  log = Log(out_path, used_rows=rows_used, bytes=nbytes, device=str(jax.devices()[0]))
+  for config in BLOCKS:
+    outs = {}
+    for order in (False, True):
+      f = jax.jit(lambda h, b, g, te, fill, order=order, config=config:
+                  glu_kernels.tile_glu_grad(h, b, g, te, fill, act=ACT, config=config,
+                                            interpret=False, zero_unused=False,
+                                            columns_fastest=order))
+      outs[order] = jax.block_until_ready(f(h, bias, g, te, fill))
+      ms = cupti_ms(f, (h, bias, g, te, fill))
+      used = np.repeat(np.asarray(te) >= 0, 128)
+      same = all(np.array_equal(np.asarray(a)[used] if a.shape[0] == used.size else np.asarray(a),
+                                np.asarray(b)[used] if b.shape[0] == used.size else np.asarray(b))
+                 for a, b in zip(outs[order], outs[False]))
+      log(block=str(config), columns_fastest=order, ms=float(np.median(ms)), reps=ms,
+          tb_per_s=nbytes / np.median(ms) / 1e9, same_as_default_order=same)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1])
