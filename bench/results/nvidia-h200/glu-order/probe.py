@@ -9,6 +9,11 @@ for bit, with the default order's under the same block.
 
 usage (repository root, GPU machine):
   python3 bench/results/nvidia-h200/glu-order/probe.py OUT.json
+With a second argument `ncu`, it only runs the default block in the landed order three
+times, untimed, for Nsight Compute (`ncu.txt`):
+  ncu --clock-control none -k regex:moe_tile_glu_grad -c 1 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
+    --section WarpStateStats python3 bench/results/nvidia-h200/glu-order/probe.py /dev/null ncu
 """
 import importlib.util
 import os
@@ -39,7 +44,7 @@ def _sweep_module():
   return module
 
 
-def main(out_path):
+def main(out_path, mode=None):
   sweep = _sweep_module()
   two_i, num_tiles, num_experts, _, _ = sweep.SHAPES["gpt-oss-20b"]
   key = jax.random.key(0)
@@ -49,6 +54,12 @@ def main(out_path):
   te, fill = sweep.layout(num_tiles, 143, num_experts)
   rows_used = int(jnp.sum(te >= 0)) * 128
   nbytes = rows_used * (two_i * 2 + two_i // 2 * 2 + two_i * 2)  # h, g read; dh written
+  if mode == "ncu":
+    f = jax.jit(lambda h, b, g, te, fill: glu_kernels.tile_glu_grad(
+        h, b, g, te, fill, act=ACT, config=BLOCKS[0], interpret=False, zero_unused=False))
+    for _ in range(3):
+      jax.block_until_ready(f(h, bias, g, te, fill))
+    return
   log = Log(out_path, used_rows=rows_used, bytes=nbytes, device=str(jax.devices()[0]))
   for config in BLOCKS:
     outs = {}
@@ -68,4 +79,4 @@ def main(out_path):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+  main(*sys.argv[1:])
