@@ -20,8 +20,8 @@ from moe_jax.kernels import _tiles
 from moe_jax.kernels.block_config import BlockConfig
 
 KERNEL_NAME = "moe_combine_rows"
-# The launch order (`_tiles.Order`): rows first; column-first measured 1-8% slower
-# (bench/results/nvidia-h200/row-order/).
+# The launch order (`_tiles.Order`): rows first; column-first measured up to 8% slower
+# (one case of four 1% faster; bench/results/nvidia-h200/row-order/).
 COLUMNS_FASTEST = False
 
 

@@ -202,7 +202,7 @@ def tile_glu(h: jax.Array, bias: jax.Array, tile_expert: jax.Array,
       int32 or None. block_rows must divide the tile height R / num_tiles.
     act: (("activation", name), ("alpha", a), ("limit", l)), hashable.
     config: block_rows rows of a tile and block_h output columns per program.
-    columns_fastest: the launch order (`_launch_args`).
+    columns_fastest: the launch order (`_tiles.Order`).
 
   Returns:
     [R, I] of h.dtype.
