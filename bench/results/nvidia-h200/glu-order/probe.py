@@ -9,7 +9,9 @@ for bit, with the default order's under the same block.
 
 usage (repository root, GPU machine):
   python3 bench/results/nvidia-h200/glu-order/probe.py OUT.json
-With a second argument `ncu`, it only runs the default block in the landed order three
+With a second argument `extra`, it times EXTRA_BLOCKS column-first only, each dh compared
+with the default block's (`extra.json`); `fewer` the same over FEWER_BLOCKS
+(`fewer.json`). With `ncu`, it only runs the default block in the landed order three
 times, untimed, for Nsight Compute (`ncu.txt`):
   ncu --clock-control none -k regex:moe_tile_glu_grad -c 1 --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
@@ -27,12 +29,21 @@ from bench.gmm_probe import Log, cupti_ms
 from moe_jax.kernels import BlockConfig
 from moe_jax.kernels import glu as glu_kernels
 
-BLOCKS = [BlockConfig(block_rows=32, block_h=64, num_warps=4),  # the default
-          BlockConfig(block_rows=16, block_h=128, num_warps=4),
-          BlockConfig(block_rows=8, block_h=256, num_warps=4),
-          BlockConfig(block_rows=32, block_h=128, num_warps=8),
-          BlockConfig(block_rows=64, block_h=64, num_warps=8),
-          BlockConfig(block_rows=16, block_h=64, num_warps=4)]
+
+def _blocks(*shapes):
+  """BlockConfigs of (block_rows, block_h, num_warps)."""
+  return [BlockConfig(block_rows=r, block_h=h, num_warps=w) for r, h, w in shapes]
+
+
+DEFAULT = (32, 64, 4)
+BLOCKS = _blocks(DEFAULT, (16, 128, 4), (8, 256, 4), (32, 128, 8), (64, 64, 8), (16, 64, 4))
+# `probe.py OUT.json extra`: these, column-first only, against the default block (the
+# blocks' thread counts and so their registers per element differ; ncu.txt).
+EXTRA_BLOCKS = _blocks(DEFAULT, (32, 64, 8), (32, 32, 4), (32, 32, 2), (64, 32, 4), (64, 32, 8),
+                       (16, 64, 2))
+# `probe.py OUT.json fewer`: as `extra`, fewer threads per element (`extra.json` found
+# more threads slower).
+FEWER_BLOCKS = _blocks(DEFAULT, (32, 64, 2), (64, 64, 4), (32, 128, 4), (64, 64, 2))
 ACT = (("activation", "gpt_oss_glu"), ("alpha", 1.702), ("limit", 7.0))
 
 
@@ -61,14 +72,19 @@ def main(out_path, mode=None):
       jax.block_until_ready(f(h, bias, g, te, fill))
     return
   log = Log(out_path, used_rows=rows_used, bytes=nbytes, device=str(jax.devices()[0]))
-  for config in BLOCKS:
+  extra, default_dh = mode in ("extra", "fewer"), None
+  lists = {"extra": EXTRA_BLOCKS, "fewer": FEWER_BLOCKS}
+  for config in lists.get(mode, BLOCKS):
     outs = {}
-    for order in (False, True):
+    for order in (True,) if extra else (False, True):
       f = jax.jit(lambda h, b, g, te, fill, order=order, config=config:
                   glu_kernels.tile_glu_grad(h, b, g, te, fill, act=ACT, config=config,
                                             interpret=False, zero_unused=False,
                                             columns_fastest=order))
       outs[order] = jax.block_until_ready(f(h, bias, g, te, fill))
+      if extra:  # dh against the default block's (the sums' order follows the block)
+        default_dh = outs[order][0] if default_dh is None else default_dh
+        outs[False] = (default_dh, outs[order][1])
       ms = cupti_ms(f, (h, bias, g, te, fill))
       used = np.repeat(np.asarray(te) >= 0, 128)
       same = all(np.array_equal(np.asarray(a)[used] if a.shape[0] == used.size else np.asarray(a),
