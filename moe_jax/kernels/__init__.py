@@ -55,7 +55,10 @@ its int32 row vector, which Triton turns into one pointer tensor (a vectorised
 gather). Block sizes are powers of two because Triton loads and stores must be;
 defaults come from `default_config` (BH = 128 or 256, whichever masks fewer lanes of
 H, or next_pow2(H) below 128; BR*BH ~ 8K elements for the gather, 4K for combine and
-slot_dots, whose f32 accumulator shares the registers; 4 warps, 1 stage).
+slot_dots, whose f32 accumulator shares the registers; 4 warps, 1 stage). The grid
+launches row blocks fastest, except in tile_glu(_grad) and the unscaled pack, which
+walk each row block's column blocks first so that the programs resident together read
+whole rows (`_tiles.Order`; each kernel's order as measured, bench/NOTES.md variant 45).
 
 Masking, not padding. Triton does not mask partial blocks, so the kernels mask by
 hand and nothing is copied to pad: loads of the index/weight tail (rows >= R or T)

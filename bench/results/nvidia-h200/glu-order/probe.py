@@ -5,7 +5,8 @@ so the programs resident together read whole rows of h, g and dh), under a few b
 gpt-oss-20b's dropless layout as `glu-sweep/glu.py` builds it (2I = 5760, 160 tiles of
 128 rows, 143 used, each expert's last tile half full). Each time is the median of
 three medians over 20 calls of CUPTI kernel time (ms); every output is compared, bit
-for bit, with the default order's under the same block.
+for bit, with the rows-first order's under the same block (`same_as_default_order`,
+named while rows-first was the default).
 
 usage (repository root, GPU machine):
   python3 bench/results/nvidia-h200/glu-order/probe.py OUT.json
