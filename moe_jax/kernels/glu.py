@@ -2,9 +2,10 @@
 
 The experts' bias + GLU over the grouped tile layout, [R, 2I] (gate even, up odd) ->
 [R, I]. Each program owns `block_rows` rows of one tile and `block_i` output columns;
-it reads its tile's expert first and, on an unused tile, writes zeros without reading
-h or g (XLA's fusion reads every row of the static layout, about a third of which is
-unused in the grouped binned layout). The gradient kernel also sums its dh columns
+it reads its tile's expert and fill first and, on an unused tile or past the fill,
+writes zeros without reading h or g (XLA's fusion reads every row of the static
+layout, about a third of which is unused in the grouped binned layout, and a used
+tile's rows past its fill are ~10% of the dropless one's). The gradient kernel also sums its dh columns
 over its rows, so the bias gradient needs no second pass over dh.
 
 A 16-bit h enters as uint32 [R, I] (an XLA bitcast, no copy), and the gradient's dh
@@ -96,15 +97,18 @@ def _biased_pair(h_ref, bias_ref, expert, rows, cols, mask, row_mask, dtype):
 def _setup(expert_ref, fill_ref, num_i: int, block_rows: int, block_i: int,
            blocks_per_tile: int, has_fill: bool, columns_fastest: bool):
   """`_block`'s indices and masks, the rows kept ([BR, 1] bool: before their tile's fill,
-  or None for every row) and the tile's expert. Runs outside `pl.when`: the
-  interpreter lowers no program_id inside a branch."""
+  or None for every row), the tile's expert, and whether the block holds a kept row
+  (`live`: a used tile's block that starts before its fill). Runs outside `pl.when`:
+  the interpreter lowers no program_id inside a branch."""
   order = _tiles.Order(columns_fastest)
   rows, cols, mask, row_mask, rows_1d = _block(num_i, block_rows, block_i, order.col_axis)
-  kept = None
+  expert = expert_ref[0]
+  kept, live = None, expert >= 0
   if has_fill:
-    row_in_tile = (order.row_block() % blocks_per_tile) * block_rows + rows_1d  # [BR]
-    kept = (row_in_tile < fill_ref[0])[:, None]
-  return rows, cols, mask, row_mask, kept, expert_ref[0]
+    first_row = (order.row_block() % blocks_per_tile) * block_rows
+    kept = (first_row + rows_1d < fill_ref[0])[:, None]
+    live = jnp.logical_and(live, first_row < fill_ref[0])
+  return rows, cols, mask, row_mask, kept, expert, live
 
 
 def _fwd_kernel(expert_ref, fill_ref, bias_ref, h_ref, out_ref, *, act, dtype, num_i: int,
@@ -112,12 +116,13 @@ def _fwd_kernel(expert_ref, fill_ref, bias_ref, h_ref, out_ref, *, act, dtype, n
                 columns_fastest: bool):
   """One [BR, BI] block of the output. Refs: expert [1] and fill [1] of this block's
   tile, bias [E, 2BI], h [BR, 2BI] (uint32 [BR, BI] packed pairs when `packs(dtype)`),
-  out [BR, BI]."""
-  rows, cols, mask, row_mask, kept, expert = _setup(expert_ref, fill_ref, num_i, block_rows,
-                                                    block_i, blocks_per_tile, has_fill,
-                                                    columns_fastest)
+  out [BR, BI]. A block with no kept row (an unused tile's, or one past its tile's
+  fill) writes zeros without reading h."""
+  rows, cols, mask, row_mask, kept, expert, live = _setup(
+      expert_ref, fill_ref, num_i, block_rows, block_i, blocks_per_tile, has_fill,
+      columns_fastest)
 
-  @pl.when(expert >= 0)
+  @pl.when(live)
   def _():
     gate, up = _biased_pair(h_ref, bias_ref, expert, rows, cols, mask, row_mask, dtype)
     a = reference.glu_pair(gate, up, **act)
@@ -125,7 +130,7 @@ def _fwd_kernel(expert_ref, fill_ref, bias_ref, h_ref, out_ref, *, act, dtype, n
       a = jnp.where(kept, a, 0.0)
     _tiles.store(out_ref.at[rows, cols], a.astype(out_ref.dtype), mask)
 
-  @pl.when(expert < 0)
+  @pl.when(jnp.logical_not(live))
   def _():
     _tiles.store(out_ref.at[rows, cols], jnp.zeros((block_rows, block_i), out_ref.dtype), mask)
 
@@ -136,13 +141,15 @@ def _grad_kernel(expert_ref, fill_ref, bias_ref, h_ref, g_ref, dh_ref, gate_sum_
                  zero_unused: bool):
   """dh of one [BR, 2BI] block and its column sums. Refs as `_fwd_kernel`, plus g
   [BR, BI]; outputs dh [BR, 2BI] (packed as h), gate_sum and up_sum [1, BI] (f32).
-  On an unused tile the sums are 0, and dh too when `zero_unused` (else unwritten)."""
-  rows, cols, mask, row_mask, kept, expert = _setup(expert_ref, fill_ref, num_i, block_rows,
-                                                    block_i, blocks_per_tile, has_fill,
-                                                    columns_fastest)
+  A block with no kept row reads neither h nor g: its sums are 0, and so is its dh
+  on a used tile (past the fill: the dx gmm and the weight gradient read those rows)
+  and on an unused one when `zero_unused` (else unwritten)."""
+  rows, cols, mask, row_mask, kept, expert, live = _setup(
+      expert_ref, fill_ref, num_i, block_rows, block_i, blocks_per_tile, has_fill,
+      columns_fastest)
   first = jnp.zeros((1, 1), jnp.int32)
 
-  @pl.when(expert >= 0)
+  @pl.when(live)
   def _():
     gate, up = _biased_pair(h_ref, bias_ref, expert, rows, cols, mask, row_mask, dtype)
     g = _tiles.load(g_ref.at[rows, cols], mask, 0).astype(jnp.float32)
@@ -156,11 +163,17 @@ def _grad_kernel(expert_ref, fill_ref, bias_ref, h_ref, g_ref, dh_ref, gate_sum_
       total = jnp.sum(d.astype(jnp.float32), axis=0, keepdims=True)  # [1, BI]
       _tiles.store(ref.at[first, cols], total, row_mask)
 
-  @pl.when(expert < 0)
+  write_zeros = jnp.logical_not(live)
+  if not zero_unused:
+    write_zeros = jnp.logical_and(write_zeros, expert >= 0)
+
+  @pl.when(write_zeros)
   def _():
-    if zero_unused:
-      zeros = jnp.zeros((block_rows, block_i), dtype)
-      _store_pair(dh_ref, rows, cols, mask, zeros, zeros)
+    zeros = jnp.zeros((block_rows, block_i), dtype)
+    _store_pair(dh_ref, rows, cols, mask, zeros, zeros)
+
+  @pl.when(jnp.logical_not(live))
+  def _():
     for ref in (gate_sum_ref, up_sum_ref):
       _tiles.store(ref.at[first, cols], jnp.zeros((1, block_i), jnp.float32), row_mask)
 

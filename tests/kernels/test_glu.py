@@ -110,16 +110,22 @@ class Glu(Twin):
     # The same f32 math and one rounding: equal but for an ulp where exp differs.
     np.testing.assert_allclose(f64(a), f64(ref), rtol=2 ** -7, atol=2 ** -7)
 
-  def test_grad_without_zero_unused_keeps_the_used_rows(self):
+  @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+  def test_grad_without_zero_unused_keeps_the_used_rows(self, dtype):
     """zero_unused=False only stops the unused tiles' dh stores: the used rows and every
-    sum (0 on unused tiles) are the same, bit for bit, as with them."""
-    tile_expert = [2, 0, 0, -1, 1, -1]
-    h, bias, g, te, fill, _ = _case(16, 40, tile_expert, [16, 9, 16, 0, 3, 0], jnp.bfloat16)
+    sum (0 on unused tiles) are the same, bit for bit, as with them. Blocks of 8 rows
+    put whole blocks past the fill of used tiles (fills 3 and 0 of 16): those rows,
+    NaN in h and g, still come out as zeros. (The interpreter leaves an unwritten f32
+    output NaN, a packed bf16 one 0: the f32 case is the one that sees a store missed.)"""
+    tile_expert = [2, 0, 0, -1, 1, -1, 1]
+    h, bias, g, te, fill, keep = _case(16, 40, tile_expert, [16, 9, 16, 0, 3, 0, 0], dtype)
     run = lambda zero: self.pallas(tile_glu_grad, h, bias, g, te, fill,  # noqa: E731
-                                   activation="gpt_oss_glu", zero_unused=zero)
+                                   activation="gpt_oss_glu", zero_unused=zero,
+                                   config=BlockConfig(block_rows=8, block_h=16))
     (dh0, sums0), (dh1, sums1) = run(True), run(False)
     used = np.repeat(np.asarray(tile_expert) >= 0, 16)
     np.testing.assert_array_equal(bits(dh1)[used], bits(dh0)[used])
+    assert np.all(f64(dh1)[used & ~keep] == 0)  # past the fill: zeros, not NaN
     np.testing.assert_array_equal(bits(sums1), bits(sums0))
     assert not np.any(f64(sums1)[np.asarray(tile_expert) < 0])
 
