@@ -5,8 +5,8 @@ The experts' bias + GLU over the grouped tile layout, [R, 2I] (gate even, up odd
 it reads its tile's expert and fill first and, on an unused tile or past the fill,
 writes zeros without reading h or g (XLA's fusion reads every row of the static
 layout, about a third of which is unused in the grouped binned layout, and a used
-tile's rows past its fill are ~10% of the dropless one's). The gradient kernel also sums its dh columns
-over its rows, so the bias gradient needs no second pass over dh.
+tile's rows past its fill are ~10% of the dropless one's). The gradient kernel also
+sums its dh columns over its rows, so the bias gradient needs no second pass over dh.
 
 A 16-bit h enters as uint32 [R, I] (an XLA bitcast, no copy), and the gradient's dh
 leaves the same way: each word holds one (gate, up) pair, gate in the low half, so
