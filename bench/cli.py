@@ -49,6 +49,9 @@ def _run_parser() -> argparse.ArgumentParser:
   p.add_argument("--rotate", type=int, default=default.rotate, help="rotated input sets")
   p.add_argument("--target-sample-ms", type=float, default=default.target_sample_ms,
                  help="back-to-back call time per sample; it sets the calls per sample")
+  p.add_argument("--settle-s", type=float, default=default.settle_s,
+                 help="seconds each row runs back to back, untimed, before its samples, "
+                      "so that they see a power-capped GPU's sustained clock (0: none)")
   p.add_argument("--quick", action="store_true",
                  help="tests only: 5 samples, 1 warm-up; rows are labelled quick")
   p.add_argument("--out", default=None, help="results directory (default bench/results/<device>)")
@@ -119,14 +122,18 @@ def _progress(total: int):
 
 def run_main(argv: Sequence[str]) -> int:
   args = _run_parser().parse_args(argv)
-  if args.quick:
-    protocol = Protocol(warmup=1, iters=5, rotate=2, target_sample_ms=0.5, quick=True)
-  else:
-    if args.iters < MIN_ITERS:
-      raise SystemExit(f"--iters must be >= {MIN_ITERS} (the protocol's minimum); "
-                       "--quick is for tests")
-    protocol = Protocol(warmup=args.warmup, iters=args.iters, rotate=args.rotate,
-                        target_sample_ms=args.target_sample_ms)
+  if not args.quick and args.iters < MIN_ITERS:
+    raise SystemExit(f"--iters must be >= {MIN_ITERS} (the protocol's minimum); "
+                     "--quick is for tests")
+  try:
+    if args.quick:
+      protocol = Protocol(warmup=1, iters=5, rotate=2, target_sample_ms=0.5,
+                          settle_s=args.settle_s, quick=True)
+    else:
+      protocol = Protocol(warmup=args.warmup, iters=args.iters, rotate=args.rotate,
+                          target_sample_ms=args.target_sample_ms, settle_s=args.settle_s)
+  except ValueError as err:
+    raise SystemExit(f"moe-bench: {err}") from None
   environment = env_lib.collect(list(argv))
   _, cases = _plan(args, environment)
   out_dir = args.out or os.path.join(REPO, "bench", "results", env_lib.slug(environment["device"]))

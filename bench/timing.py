@@ -15,7 +15,11 @@ a no-op on the CPU). The protocol:
    from a synced call's latency instead let the runtime's sync, ~0.4 ms on a GPU,
    decide whether a ~2 ms call got one call per sample or two, and so whether its
    wall figure was a latency or a throughput.)
-4. `iters` samples. A sample is `inner` back-to-back calls on successive rotated
+4. With `settle_s` > 0, samples of `inner` calls run untimed for that many seconds
+   first, so that the timed ones see the GPU's sustained state: under a board power
+   cap a fast layer's clock sinks over the first seconds of back-to-back calls
+   (bench/NOTES.md, "With the GLU kernels' fill skip"). 0 by default.
+5. `iters` samples. A sample is `inner` back-to-back calls on successive rotated
    inputs, then ONE sync; its value is elapsed / inner: wall time per call of
    back-to-back calls, host overhead included, the sync amortised over the sample.
    A call that takes `target_sample_ms` or more gets inner = 1: its sample is one
@@ -47,6 +51,7 @@ class Protocol:
     rotate: input sets to cycle through (capped by memory, at least 2).
     target_sample_ms: back-to-back call time one sample aims for (sets `inner`).
     max_inner: most back-to-back calls per sample.
+    settle_s: seconds of untimed samples before the timed ones (0: none).
     quick: test mode; allows iters < MIN_ITERS and labels every row.
   """
   warmup: int = 10
@@ -54,6 +59,7 @@ class Protocol:
   rotate: int = 4
   target_sample_ms: float = 20.0
   max_inner: int = 1024
+  settle_s: float = 0.0
   quick: bool = False
 
   def __post_init__(self):
@@ -65,6 +71,8 @@ class Protocol:
       raise ValueError(f"rotate must be >= 1, got {self.rotate}")
     if self.max_inner < 1 or not self.target_sample_ms > 0:
       raise ValueError("max_inner must be >= 1 and target_sample_ms > 0")
+    if not self.settle_s >= 0:
+      raise ValueError(f"settle_s must be >= 0 seconds, got {self.settle_s}")
 
 
 STAT_KEYS = ("median", "p95", "min", "max", "std", "mean")
@@ -96,6 +104,7 @@ class WallResult:
     calibration: (calls, ms) of each calibration burst, sync included.
     samples_ms: per-call time of each sample.
     samples_window: `clock()` at the first sample's start and the last one's end.
+    settle_calls: calls run untimed for `settle_s` before the samples.
   """
   first_out: Any
   first_call_ms: float
@@ -104,6 +113,7 @@ class WallResult:
   calibration: list[tuple[int, float]]
   samples_ms: list[float]
   samples_window: tuple[float, float] = (0.0, 0.0)
+  settle_calls: int = 0
 
 
 class _Runner:
@@ -181,8 +191,13 @@ def time_wall(fn: Callable[..., Any], inputs: Sequence[tuple], sync: Callable[[A
     inner = calls_per_sample(calibration, protocol)
   else:
     calibration, inner = [], n
+  settle_calls = 0
+  settle_end = clock() + protocol.settle_s
+  while clock() < settle_end:
+    runner.burst(inner)
+    settle_calls += inner
   start = clock()
   samples = [runner.burst(inner) / inner for _ in range(protocol.iters)]
   return WallResult(first_out=first_out, first_call_ms=first_ms, latency_ms=latency,
                     inner=inner, calibration=calibration, samples_ms=samples,
-                    samples_window=(start, clock()))
+                    samples_window=(start, clock()), settle_calls=settle_calls)

@@ -13,7 +13,7 @@ REQUIRED = ("device", "config", "component", "mode", "framework", "impl", "wall_
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("bench"))
-  argv = ["--quick", "--configs", "tiny", "--in-process", "--out", out]
+  argv = ["--quick", "--configs", "tiny", "--in-process", "--out", out, "--settle-s", "0.001"]
   return out, cli.main(argv)
 
 
@@ -55,6 +55,18 @@ def test_rows_have_the_required_keys_and_pass_parity(run):
   assert all(r["tflops"] > 0 and r["load_cv"] is not None for r in layer)
   pack = [r for r in ok if r["component"] == "pack"]
   assert all(r["gbps_strict"] > 0 for r in pack)
+  assert all(r["settle_s"] == 0.001 and r["settle_calls"] >= 1 for r in ok)
+
+
+def test_report_names_the_settle_time(run):
+  out, _ = run
+  with open(os.path.join(out, "results.md")) as f:
+    assert "untimed, for 0.001 s (--settle-s)" in f.read()
+
+
+def test_run_rejects_a_negative_settle(tmp_path):
+  with pytest.raises(SystemExit, match=r"settle_s must be >= 0 seconds, got -2"):
+    cli.main(["--configs", "tiny", "--in-process", "--out", str(tmp_path), "--settle-s", "-2"])
 
 
 def test_report_merges_runs(run, tmp_path, capsys):

@@ -29,6 +29,11 @@ def test_summarize_rejects_empty():
     timing.summarize([])
 
 
+def test_protocol_rejects_a_negative_settle():
+  with pytest.raises(ValueError, match=r"settle_s must be >= 0 seconds, got -1"):
+    timing.Protocol(settle_s=-1.0)
+
+
 def test_protocol_requires_50_iters_unless_quick():
   with pytest.raises(ValueError, match="iters must be >= 50"):
     timing.Protocol(iters=10)
@@ -107,3 +112,27 @@ def test_calls_per_sample_falls_back_on_noisy_bursts():
   p = timing.Protocol(target_sample_ms=10.0, max_inner=100)
   assert timing.calls_per_sample([(4, 9.0), (8, 8.0)], p) == 10
   assert timing.calls_per_sample([(1, 1.0), (2, 1.05)], p) == 100  # capped at max_inner
+
+
+def test_time_wall_settles_before_the_samples():
+  """settle_s runs untimed samples of `inner` calls until that time has passed, then
+  the timed samples, which read as without it."""
+  gpu = _FakeGpu(1.0, 0.4)
+  protocol = timing.Protocol(warmup=2, iters=50, target_sample_ms=2.0, settle_s=0.05)
+  settle_start = []
+  clock = gpu.clock
+
+  def fn(x):
+    if not settle_start and len(calls) == 1 + 2 + 2 + 4:  # first call, warm-up, calibration
+      settle_start.append(clock())
+    calls.append(x)
+    return gpu.fn(x)
+  calls = []
+  res = timing.time_wall(fn, [(0,), (1,)], gpu.sync, protocol, clock=clock)
+  assert res.inner == 2
+  # Bursts of 2 calls and a sync take 2.4 ms: 21 of them first pass 50 ms.
+  assert res.settle_calls == 2 * 21
+  assert len(calls) == 1 + 2 + (2 + 4) + 2 * 21 + 2 * 50
+  start, _ = res.samples_window
+  assert (start - settle_start[0]) * 1e3 == pytest.approx(21 * 2.4)
+  assert np.median(res.samples_ms) == pytest.approx(1.0 + 0.4 / 2)
