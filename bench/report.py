@@ -235,11 +235,14 @@ def markdown(records: Sequence[dict], plots: Sequence[str] = ()) -> str:
             + (f" (driver {e['driver']})" if e.get("driver") else "") + f", {e['date']}",
             f"  - command: `{e['command']}`", f"  - versions: {v}"]
   quick = any(r.get("quick") for r in rows)
-  settle = sorted({r["settle_s"] for r in rows if r.get("settle_s")})
+  timed = [r for r in rows if r.get("status") == "ok"]
+  settled = [r for r in timed if r.get("settle_s")]
+  settle = " / ".join(f"{v:g}" for v in sorted({r["settle_s"] for r in settled}))
+  who = "each row" if len(settled) == len(timed) else "each row run with --settle-s"
   out += ["", "Protocol: warm-up, then >= 50 timed samples per row (each sample: back-to-back "
           "calls on rotated inputs, one sync); compile time apart."
-          + (f" Before its samples each row ran back to back, untimed, for "
-             f"{' / '.join(f'{v:g}' for v in settle)} s (--settle-s)." if settle else "")
+          + (f" Before its samples {who} ran back to back, untimed, for {settle} s"
+             " (--settle-s)." if settled else "")
           + (" **Some rows ran with --quick (fewer samples); they are not results.**"
              if quick else ""), ""]
   if not any(r.get("kernel_ms_median") for r in rows):

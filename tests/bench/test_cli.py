@@ -61,7 +61,12 @@ def test_rows_have_the_required_keys_and_pass_parity(run):
 def test_report_names_the_settle_time(run):
   out, _ = run
   with open(os.path.join(out, "results.md")) as f:
-    assert "untimed, for 0.001 s (--settle-s)" in f.read()
+    assert "each row ran back to back, untimed, for 0.001 s (--settle-s)" in f.read()
+  from bench import report
+  records = _records(out)
+  rows = [r for r in records if r["record"] == "row" and r["status"] == "ok"]
+  rows[0]["settle_s"] = 0  # a merged run that did not settle
+  assert "each row run with --settle-s ran back to back" in report.markdown(records)
 
 
 def test_run_rejects_a_negative_settle(tmp_path):
