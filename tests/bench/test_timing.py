@@ -119,7 +119,7 @@ def test_time_wall_settles_before_the_samples():
   the timed samples, which read as without it."""
   gpu = _FakeGpu(1.0, 0.4)
   protocol = timing.Protocol(warmup=2, iters=50, target_sample_ms=2.0, settle_s=0.05)
-  settle_start = []
+  calls, settle_start = [], []
   clock = gpu.clock
 
   def fn(x):
@@ -127,7 +127,6 @@ def test_time_wall_settles_before_the_samples():
       settle_start.append(clock())
     calls.append(x)
     return gpu.fn(x)
-  calls = []
   res = timing.time_wall(fn, [(0,), (1,)], gpu.sync, protocol, clock=clock)
   assert res.inner == 2
   # Bursts of 2 calls and a sync take 2.4 ms: 21 of them first pass 50 ms.
