@@ -22,6 +22,7 @@ echo probe rc=$?; cat "$OUT/probe.log" | cut -c1-300
 timeout 420 python3 -m pytest -q -m gpu tests/kernels/test_glu.py tests/kernels/test_gmm_glu.py \
   tests/kernels/test_launch_order.py tests/core/test_layer.py tests/kernels/test_api.py \
   > "$OUT/pytest-gpu.txt" 2>&1
-echo pytest rc=$?; tail -3 "$OUT/pytest-gpu.txt"
+rc=$?; echo pytest rc=$rc; tail -3 "$OUT/pytest-gpu.txt"
+if [ $rc -ne 0 ]; then echo "compiled tests failed: no A/B (see pytest-gpu.txt)"; exit 1; fi
 AB_REVERT=$P AB_TIMEOUT=180 bash $D/kernel-breakdown/ab.sh "$OUT" \
   gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd

@@ -27,6 +27,7 @@ timeout 150 python3 $D/half-pairs/probe.py "$OUT/probe.json" > "$OUT/probe.log" 
 echo probe rc=$?; cut -c1-300 "$OUT/probe.log"
 timeout 420 python3 -m pytest -q -m gpu tests/kernels/test_grouped_matmul_mgpu.py \
   tests/kernels/test_gmm_glu.py tests/core/test_layer.py > "$OUT/pytest-gpu.txt" 2>&1
-echo pytest rc=$?; tail -3 "$OUT/pytest-gpu.txt"
+rc=$?; echo pytest rc=$rc; tail -3 "$OUT/pytest-gpu.txt"
+if [ $rc -ne 0 ]; then echo "compiled tests failed: no A/B (see pytest-gpu.txt)"; exit 1; fi
 AB_REVERT=$P AB_TIMEOUT=180 bash $D/kernel-breakdown/ab.sh "$OUT" \
   gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd
