@@ -16,13 +16,14 @@ from moe_jax import kernels
 x, w, b, g, f = gmm_probe.operands(4, 256, 384, 8, seed=1)
 kernels.gmm_glu(x, w, b, g, f, activation='gpt_oss_glu', implementation='pallas', return_deriv=True)[0].block_until_ready()
 " > "$OUT/ptxas.txt" 2>&1
-echo ptxas rc=$?; grep -i "C7512\|spill\|Used [0-9]* registers" "$OUT/ptxas.txt" | sort | uniq -c | head
+echo "ptxas rc=$? (${SECONDS} s)"; grep -i "C7512\|spill\|Used [0-9]* registers" "$OUT/ptxas.txt" | sort | uniq -c | head
 timeout 150 python3 $D/glu-deriv/probe.py "$OUT/probe.json" > "$OUT/probe.log" 2>&1
-echo probe rc=$?; cat "$OUT/probe.log" | cut -c1-300
+echo "probe rc=$? (${SECONDS} s)"; cat "$OUT/probe.log" | cut -c1-300
 timeout 420 python3 -m pytest -q -m gpu tests/kernels/test_glu.py tests/kernels/test_gmm_glu.py \
   tests/kernels/test_launch_order.py tests/core/test_layer.py tests/kernels/test_api.py \
   > "$OUT/pytest-gpu.txt" 2>&1
-rc=$?; echo pytest rc=$rc; tail -3 "$OUT/pytest-gpu.txt"
+rc=$?; echo "pytest rc=$rc (${SECONDS} s)"; tail -3 "$OUT/pytest-gpu.txt"
 if [ $rc -ne 0 ]; then echo "compiled tests failed: no A/B (see pytest-gpu.txt)"; exit 1; fi
 AB_REVERT=$P AB_TIMEOUT=180 bash $D/kernel-breakdown/ab.sh "$OUT" \
   gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd
+echo "done (${SECONDS} s)"
