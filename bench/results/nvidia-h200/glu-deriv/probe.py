@@ -17,7 +17,7 @@ from moe_jax import kernels
 ACT = dict(activation="gpt_oss_glu")
 log = gmm_probe.Log(sys.argv[1], device=str(jax.devices()[0]))
 x, w, b, group, fill = gmm_probe.operands(32, 2880, 5760, 160, seed=1)
-g = jax.random.normal(jax.random.key(2), (x.shape[0], 2880), jnp.bfloat16)
+g = jax.random.normal(jax.random.key(2), (x.shape[0], w.shape[2] // 2), jnp.bfloat16)
 for second in ("return_h", "return_deriv"):
   fn = jax.jit(lambda *a, s=second: kernels.gmm_glu(*a, implementation="pallas",
                                                     zero_unused=False, **{s: True}, **ACT))
