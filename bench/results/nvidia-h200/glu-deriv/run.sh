@@ -19,11 +19,7 @@ kernels.gmm_glu(x, w, b, g, f, activation='gpt_oss_glu', implementation='pallas'
 echo "ptxas rc=$? (${SECONDS} s)"; grep -i "C7512\|spill\|Used [0-9]* registers" "$OUT/ptxas.txt" | sort | uniq -c | head
 timeout 150 python3 $D/glu-deriv/probe.py "$OUT/probe.json" > "$OUT/probe.log" 2>&1
 echo "probe rc=$? (${SECONDS} s)"; cat "$OUT/probe.log" | cut -c1-300
-timeout 420 python3 -m pytest -q -m gpu tests/kernels/test_glu.py tests/kernels/test_gmm_glu.py \
-  tests/kernels/test_launch_order.py tests/core/test_layer.py tests/kernels/test_api.py \
-  > "$OUT/pytest-gpu.txt" 2>&1
-rc=$?; echo "pytest rc=$rc (${SECONDS} s)"; tail -3 "$OUT/pytest-gpu.txt"
-if [ $rc -ne 0 ]; then echo "compiled tests failed: no A/B (see pytest-gpu.txt)"; exit 1; fi
-AB_REVERT=$P AB_TIMEOUT=180 bash $D/kernel-breakdown/ab.sh "$OUT" \
-  gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd
+bash $D/kernel-breakdown/tested_ab.sh "$P" 420 tests/kernels/test_glu.py \
+  tests/kernels/test_gmm_glu.py tests/kernels/test_launch_order.py tests/core/test_layer.py \
+  tests/kernels/test_api.py || exit 1
 echo "done (${SECONDS} s)"

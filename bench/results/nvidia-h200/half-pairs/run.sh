@@ -26,11 +26,7 @@ echo "ptxas rc=$? (${SECONDS} s)"; grep -i "C7512\|spill\|Used [0-9]* registers"
 timeout 150 python3 $D/half-pairs/probe.py "$OUT/probe.json" > "$OUT/probe.log" 2>&1
 echo "probe rc=$? (${SECONDS} s)"; cut -c1-300 "$OUT/probe.log"
 # the ping-pong kernels' compiled tests (the cooperative ones do not change)
-timeout 400 python3 -m pytest -q -m gpu tests/kernels/test_grouped_matmul_mgpu.py \
-  tests/kernels/test_gmm_glu.py tests/core/test_layer.py -k "not cooperative" \
-  > "$OUT/pytest-gpu.txt" 2>&1
-rc=$?; echo "pytest rc=$rc (${SECONDS} s)"; tail -3 "$OUT/pytest-gpu.txt"
-if [ $rc -ne 0 ]; then echo "compiled tests failed: no A/B (see pytest-gpu.txt)"; exit 1; fi
-AB_REVERT=$P AB_TIMEOUT=180 bash $D/kernel-breakdown/ab.sh "$OUT" \
-  gpt-oss-20b:pallas/dropless:fwd+bwd gpt-oss-20b:pallas/binned:fwd+bwd
+PYTEST_K="not cooperative" bash $D/kernel-breakdown/tested_ab.sh "$P" 400 \
+  tests/kernels/test_grouped_matmul_mgpu.py tests/kernels/test_gmm_glu.py \
+  tests/core/test_layer.py || exit 1
 echo "done (${SECONDS} s)"
