@@ -2,10 +2,21 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU wheel of torch; a bare `torch` pulls several GB of CUDA packages.
+# torch is installed first, pinned, from wherever pip finds it. That is a CPU build only
+# where pip already resolves it to one (e.g. a local CPU wheel in pip's find-links); from
+# plain PyPI on Linux it is the CUDA build, several GB of nvidia packages. For the CPU
+# build there: make TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# TORCH_INDEX and EXTRAS act when .venv is installed; after a change, `make clean` first.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+# Where nvidia-smi is on PATH, moe-bench plans the GPU suite, so JAX must be its CUDA build
+# (the `cuda` extra); with the CPU build moe-bench stops rather than time JAX on the CPU.
+comma := ,
+EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda$(comma))test$(comma)bench
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+PARITY_ARGS ?=
 
 .PHONY: test bench parity venv clean
 
@@ -14,8 +25,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,bench]"
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 # pytest exits 5 when it collects nothing: that is a broken suite, so say so and fail.

@@ -18,14 +18,22 @@ import sys
 from collections.abc import Sequence
 
 from bench import configs, env as env_lib, report
-from bench.plan import FRAMEWORKS, plan, torch_peers
+from bench.plan import FRAMEWORKS, plan, torch_peers, validate
 from bench.timing import MIN_ITERS, Protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _csv(value: str | None) -> list[str] | None:
-  return [v.strip() for v in value.split(",") if v.strip()] if value else None
+  # Deduplicated (first occurrence wins): "fwd,fwd" must not plan every row twice.
+  items = list(dict.fromkeys(v.strip() for v in value.split(",") if v.strip())) if value else []
+  return items or None
+
+
+def _usage_error(message: str) -> SystemExit:
+  """A bad option: the message on stderr and exit status 2, argparse's, with no traceback."""
+  print(f"moe-bench: error: {message}", file=sys.stderr)
+  return SystemExit(2)
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -72,16 +80,50 @@ def _plan(args, environment: dict):
   spec = args.configs or ("full" if environment["gpu"] else "cpu-small")
   if args.quick and not args.configs:
     spec = "quick"
-  cfgs = configs.select(spec)
   frameworks = _csv(args.frameworks) or list(FRAMEWORKS)
-  bad = [f for f in frameworks if f not in FRAMEWORKS]
-  if bad:
-    raise SystemExit(f"--frameworks must be a subset of {FRAMEWORKS}, got {bad}")
-  peers = torch_peers() if "torch" in frameworks else ()
-  cases = plan(cfgs, frameworks=frameworks, components=_csv(args.components),
-               modes=_csv(args.modes), impls=_csv(args.impls), gpu=environment["gpu"],
+  try:
+    cfgs = configs.select(spec)
+  except ValueError as err:  # select() names the config that arrived, and every valid one
+    message = str(err)
+    raise _usage_error(message if message.startswith("--") else f"--configs: {message}") from None
+  options = dict(frameworks=frameworks, components=_csv(args.components),
+                 modes=_csv(args.modes))
+  try:
+    validate(cfgs, **options, impls=None)
+    # torch_peers() imports transformers, so it runs once the cheap checks passed; the
+    # globs need it, as they may name a peer.
+    peers = torch_peers() if "torch" in frameworks else ()
+    validate(cfgs, **options, impls=_csv(args.impls), peers=peers)
+  except ValueError as err:  # validate() names the option, the valid values and what arrived
+    raise _usage_error(str(err)) from None
+  cases = plan(cfgs, **options, impls=_csv(args.impls), gpu=environment["gpu"],
                memory_bytes=environment["device_memory_bytes"], peers=peers)
   return cfgs, cases
+
+
+def _check_jax_backend(environment: dict, frameworks: Sequence[str]) -> None:
+  """Stops a GPU plan whose JAX would run on the CPU.
+
+  The plan follows nvidia-smi (the full suite, GPU-sized configs), but JAX runs on the
+  CPU when only its CPU build is installed: the run would take hours and time the wrong
+  device. Asked in a subprocess (env.jax_backend) so that this process never holds the GPU.
+  """
+  if not environment["gpu"] or "jax" not in frameworks:
+    return
+  backend, detail = env_lib.jax_backend()
+  if backend == "gpu":
+    return
+  found = repr(backend) if backend else "unknown (JAX did not answer)"
+  jax_version = environment["versions"].get("jax", "not installed")
+  forced = os.environ.get("JAX_PLATFORMS")
+  message = (f"nvidia-smi reports a GPU ({environment['device']}) but jax.default_backend() is "
+             f"{found}, not 'gpu' (jax {jax_version}"
+             + (f", JAX_PLATFORMS={forced!r}" if forced else "")
+             + "), so this GPU plan would run JAX on the CPU. Install JAX's CUDA build, the "
+             f"cuda extra: `{sys.executable} -m pip install -e '{REPO}[cuda]'` (or "
+             "`make clean venv`, which adds it where nvidia-smi is on PATH); "
+             "or time PyTorch alone with --frameworks torch.")
+  raise _usage_error(message + (f"\nJAX said: {detail}" if detail else ""))
 
 
 def write_report(records: Sequence[dict], out_dir: str, *, plots: bool) -> str:
@@ -136,6 +178,7 @@ def run_main(argv: Sequence[str]) -> int:
     raise SystemExit(f"moe-bench: {err}") from None
   environment = env_lib.collect(list(argv))
   _, cases = _plan(args, environment)
+  _check_jax_backend(environment, _csv(args.frameworks) or FRAMEWORKS)
   out_dir = args.out or os.path.join(REPO, "bench", "results", env_lib.slug(environment["device"]))
   isolate = environment["gpu"] if args.isolate is None else args.isolate
   from bench import orchestrate  # pylint: disable=import-outside-toplevel
@@ -167,6 +210,11 @@ def report_main(argv: Sequence[str]) -> int:
   p.add_argument("--no-plots", action="store_true")
   args = p.parse_args(argv)
   records = report.read(args.inputs)
+  if not records:  # an empty report over empty files would look like a run with no rows
+    print(f"moe-bench report: error: no records read from {' '.join(args.inputs)} (each input "
+          "must be a results.jsonl or a directory holding one, not empty); nothing written",
+          file=sys.stderr)
+    return 2
   out_dir = args.out or (args.inputs[0] if os.path.isdir(args.inputs[0])
                          else os.path.dirname(args.inputs[0]))
   os.makedirs(out_dir, exist_ok=True)

@@ -37,6 +37,29 @@ def gpus() -> list[dict]:
   return found
 
 
+def jax_backend(timeout_s: float = 300) -> tuple[str | None, str]:
+  """(jax.default_backend(), the last line JAX wrote to stderr), asked in a subprocess.
+
+  A subprocess, because initialising JAX's GPU backend here would hold the device (and,
+  by default, most of its memory) in this parent process for the whole run. Without
+  preallocation the child only initialises the backend. The backend is None when JAX
+  cannot be imported or does not answer; the detail then says why.
+  """
+  child_env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+  try:
+    out = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"],
+                         capture_output=True, text=True, timeout=timeout_s, env=child_env,
+                         check=False)
+  except (OSError, subprocess.SubprocessError) as err:
+    return None, f"{type(err).__name__}: {err}"
+  lines = out.stdout.strip().splitlines()
+  errors = out.stderr.strip().splitlines()
+  detail = errors[-1].strip() if errors else ""
+  if out.returncode != 0 or not lines:
+    return None, detail or f"exit status {out.returncode}"
+  return lines[-1].strip(), detail
+
+
 def cpu_name() -> str:
   try:
     with open("/proc/cpuinfo") as f:

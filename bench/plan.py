@@ -8,7 +8,7 @@ import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
-from bench.configs import BenchConfig
+from bench.configs import COMPONENTS, MODES, BenchConfig
 
 FRAMEWORKS = ("torch", "jax")
 
@@ -154,18 +154,20 @@ def plan(configs: Sequence[BenchConfig], *, frameworks: Sequence[str] = FRAMEWOR
 
   Returns:
     CaseSpecs ordered by config, framework (in the order given), component, impl, mode.
+
+  Raises:
+    ValueError: an override names a framework, component or mode that does not exist, or
+      an impls glob matches no implementation of the frameworks and components planned.
   """
+  validate(configs, frameworks=frameworks, components=components, modes=modes, impls=impls,
+           peers=peers)
   transformers_ok = bool(peers) or _transformers_ok()
   out = []
   for cfg in configs:
     globs = tuple(impls) if impls else cfg.impls
     for framework in frameworks:  # in the order asked for
-      table = JAX_IMPLS if framework == "jax" else TORCH_IMPLS
       for component in (components or cfg.components):
-        choices = list(table[component])
-        if framework == "torch" and component == "layer":
-          choices += [(p, "dropless") for p in peers]
-        for impl, variant in choices:
+        for impl, variant in _choices(framework, component, peers):
           if globs and not _matches(framework, impl, globs):
             continue
           for mode in (modes or cfg.modes):
@@ -175,6 +177,48 @@ def plan(configs: Sequence[BenchConfig], *, frameworks: Sequence[str] = FRAMEWOR
             out.append(CaseSpec(config=cfg.name, component=component, mode=mode,
                                 framework=framework, impl=impl, variant=variant, skip=skip))
   return out
+
+
+def _choices(framework: str, component: str,
+             peers: Sequence[str]) -> list[tuple[str, str | None]]:
+  """(impl, variant) of one framework's component, the torch layer's peers included."""
+  table = JAX_IMPLS if framework == "jax" else TORCH_IMPLS
+  choices = list(table[component])
+  if framework == "torch" and component == "layer":
+    choices += [(p, "dropless") for p in peers]
+  return choices
+
+
+def _subset(option: str, given: Sequence[str] | None, allowed: Sequence[str]) -> None:
+  bad = [v for v in (given or ()) if v not in allowed]
+  if bad:
+    raise ValueError(f"{option} must be a comma list of {', '.join(allowed)}; "
+                     f"got {', '.join(map(repr, bad))}")
+
+
+def validate(configs: Sequence[BenchConfig], *, frameworks: Sequence[str],
+             components: Sequence[str] | None, modes: Sequence[str] | None,
+             impls: Sequence[str] | None, peers: Sequence[str] = ()) -> None:
+  """Checks plan()'s overrides against the tables; a ValueError names the moe-bench option.
+
+  A runner reads any mode but "fwd" as fwd+bwd while the metrics count it as forward
+  only, and an unknown component has no table: both must stop here, before a row is
+  planned. A glob that matches nothing would plan no rows and "succeed" with no data.
+  """
+  _subset("--frameworks", frameworks, FRAMEWORKS)
+  _subset("--components", components, COMPONENTS)
+  _subset("--modes", modes, MODES)
+  if not impls:
+    return
+  planned = components or tuple(dict.fromkeys(c for cfg in configs for c in cfg.components))
+  names = [f"{fw}:{impl}" for fw in frameworks for comp in planned
+           for impl, _ in _choices(fw, comp, peers)]
+  names = list(dict.fromkeys(names))
+  for glob in impls:
+    if not any(_matches(*name.split(":", 1), (glob,)) for name in names):
+      raise ValueError(
+          f"--impls {glob!r} matches no implementation of frameworks {','.join(frameworks)} "
+          f"and components {','.join(planned)}; implementations: {', '.join(names)}")
 
 
 def _transformers_ok() -> bool:

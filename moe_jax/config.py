@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ROUTERS = ("gpt_oss", "softmax_topk")
 ACTIVATIONS = ("gpt_oss_glu", "swiglu")
@@ -41,6 +42,13 @@ def capacity_for(capacity_factor: float, num_tokens: int, top_k: int, num_expert
     raise ValueError(f"capacity_factor must be > 0, got {capacity_factor}")
   exact = fractions.Fraction(repr(float(capacity_factor))) * num_tokens * top_k / num_experts
   return max(1, math.ceil(exact))
+
+
+def _check_real(name: str, value: Any, expected: str) -> None:
+  """Raises a ValueError naming `name` unless `value` is a finite real number > 0."""
+  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
+      or not math.isfinite(value) or not value > 0):
+    raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,26 +96,30 @@ class MoEConfig:
   def __post_init__(self):
     for name in ("num_experts", "top_k", "hidden_size", "intermediate_size"):
       value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool):
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an int, got {value!r}")
+      object.__setattr__(self, name, int(value))  # np.int64(8) -> 8: hashable, static
       if name != "top_k" and value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     if not 1 <= self.top_k <= self.num_experts:
       raise ValueError(
           f"top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}")
     if self.capacity_factor is not None:
-      if isinstance(self.capacity_factor, bool) or not isinstance(self.capacity_factor, (int, float)):
-        raise ValueError(f"capacity_factor must be a float or None, got {self.capacity_factor!r}")
-      if not self.capacity_factor > 0:
-        raise ValueError(f"capacity_factor must be > 0 (or None for dropless), got {self.capacity_factor}")
+      _check_real("capacity_factor", self.capacity_factor, "a finite number > 0, or None for "
+                  "dropless")
     check_choice("router", self.router, ROUTERS)
+    if not isinstance(self.normalize_topk, (bool, np.bool_)):
+      raise ValueError(f"normalize_topk must be a bool, got {self.normalize_topk!r}")
     check_choice("activation", self.activation, ACTIVATIONS)
     check_implementation(self.implementation)
     check_choice("precision", self.precision, tuple(_PRECISIONS))
-    if not self.swiglu_limit > 0:
-      raise ValueError(f"swiglu_limit must be > 0, got {self.swiglu_limit}")
+    _check_real("swiglu_alpha", self.swiglu_alpha, "a finite number > 0")
+    _check_real("swiglu_limit", self.swiglu_limit, "a finite number > 0")
     for name in ("dtype", "param_dtype"):
-      dt = jnp.dtype(getattr(self, name))
+      try:
+        dt = jnp.dtype(getattr(self, name))
+      except TypeError:
+        raise ValueError(f"{name} must be a floating dtype, got {getattr(self, name)!r}") from None
       if not jnp.issubdtype(dt, jnp.floating):
         raise ValueError(f"{name} must be a floating dtype, got {dt}")
       object.__setattr__(self, name, dt)

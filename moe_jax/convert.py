@@ -99,9 +99,18 @@ def _load_safetensors(path: str) -> dict[str, np.ndarray]:
   The format is an 8-byte little-endian header length, a JSON header mapping each
   name to its dtype, shape and byte range, then the raw little-endian data.
   """
+  size = os.path.getsize(path)
   with open(path, "rb") as f:
     header_len = int.from_bytes(f.read(8), "little")
-    header = json.loads(f.read(header_len))
+    # Any other file read this way gives a nonsense length (often terabytes).
+    if size < 8 or header_len > size - 8:
+      raise ValueError(f"{path!r} is not a safetensors file: its first 8 bytes give a "
+                       f"header of {header_len} bytes, but the file holds {size} bytes")
+    try:
+      header = json.loads(f.read(header_len))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise ValueError(f"{path!r} is not a safetensors file: its header is not JSON "
+                       f"({e})") from None
     data = f.read()
   out = {}
   for name, info in header.items():

@@ -12,7 +12,8 @@ pass over the [R, H] output.
 Binned experts are two batched einsums over the padded [E, C, H]. Dropless experts
 are two grouped matmuls (`kernels.gmm`, with a custom VJP over `gmm`/`tgmm`) over the
 grouped tile layout of `moe_jax.dispatch`, which binned mode may use too; the first
-and the bias + GLU run as one op (`grouped_glu`) when nothing differentiates them.
+and the bias + GLU run as one op (`grouped_glu`, `kernels.gmm_glu`), whose training
+forward also saves what its custom VJP needs.
 """
 from __future__ import annotations
 
@@ -25,6 +26,29 @@ from moe_jax import kernels
 from moe_jax.kernels import reference
 
 
+def _check_weights(h: int, gate_up_proj, gate_up_proj_bias, down_proj, down_proj_bias,
+                   num_experts: int | None = None) -> None:
+  """Static shape checks of the expert weights against rows of width H: one ValueError
+  naming every argument whose shape is wrong."""
+  if gate_up_proj.ndim != 3:
+    raise ValueError(f"gate_up_proj must have shape [E, H={h}, 2I], got shape "
+                     f"{gate_up_proj.shape}")
+  e = gate_up_proj.shape[0] if num_experts is None else num_experts
+  two_i = gate_up_proj.shape[-1]
+  want = dict(gate_up_proj=(e, h, two_i), gate_up_proj_bias=(e, two_i),
+              down_proj=(e, two_i // 2, h), down_proj_bias=(e, h))
+  got = dict(gate_up_proj=gate_up_proj, gate_up_proj_bias=gate_up_proj_bias,
+             down_proj=down_proj, down_proj_bias=down_proj_bias)
+  problems = [f"{name} must have shape {want[name]} ([E, H, 2I], [E, 2I], [E, I, H], [E, H] "
+              f"with H={h} of the rows), got {tuple(w.shape)}"
+              for name, w in got.items() if w is not None and tuple(w.shape) != want[name]]
+  if two_i % 2:
+    problems.insert(0, f"gate_up_proj's last dimension must be 2I (even: gate and up "
+                       f"interleaved), got {two_i}")
+  if problems:
+    raise ValueError("bad expert weights: " + "; ".join(problems))
+
+
 def _dot_dtype(dtype) -> jnp.dtype:
   """The matmul output dtype: float32 for float32 compute, else the compute dtype."""
   return jnp.dtype(jnp.float32) if dtype == jnp.float32 else jnp.dtype(dtype)
@@ -32,6 +56,9 @@ def _dot_dtype(dtype) -> jnp.dtype:
 
 def glu(gate_up: jax.Array, *, activation: str, alpha: float = 1.702, limit: float = 7.0) -> jax.Array:
   """[..., 2I] interleaved (gate even, up odd) -> [..., I]."""
+  if gate_up.ndim < 1 or gate_up.shape[-1] % 2:
+    raise ValueError(f"gate_up must have an even last dimension 2I (gate and up "
+                     f"interleaved), got shape {gate_up.shape}")
   return reference.glu_pair(gate_up[..., 0::2], gate_up[..., 1::2], activation=activation,
                             alpha=alpha, limit=limit)
 
@@ -50,6 +77,10 @@ def binned_experts(buf: jax.Array, gate_up_proj: jax.Array, gate_up_proj_bias: j
   Returns:
     [E, C, H] in buf's dtype, down bias included when given, not yet weighted.
   """
+  if buf.ndim != 3:
+    raise ValueError(f"buf must have shape [E, C, H], got shape {buf.shape}")
+  _check_weights(buf.shape[2], gate_up_proj, gate_up_proj_bias, down_proj, down_proj_bias,
+                 num_experts=buf.shape[0])
   dtype = buf.dtype
   h = jnp.einsum("ech,ehf->ecf", buf, gate_up_proj.astype(dtype), precision=precision,
                  preferred_element_type=_dot_dtype(dtype))  # [E, C, 2I]
@@ -304,6 +335,9 @@ def dropless_experts(rows: jax.Array, tile_expert: jax.Array, gate_up_proj: jax.
     [R, H] in rows' dtype, down bias included when given (also on empty rows of
     used tiles, which nothing reads).
   """
+  if rows.ndim != 2:
+    raise ValueError(f"rows must have shape [R, H], got shape {rows.shape}")
+  _check_weights(rows.shape[1], gate_up_proj, gate_up_proj_bias, down_proj, down_proj_bias)
   if not zero_unused and down_proj_bias is not None:
     raise ValueError("zero_unused=False needs down_proj_bias=None (its gradient sums every "
                      "row of each tile), got a down_proj_bias")

@@ -29,6 +29,10 @@ def param_shapes(config: MoEConfig) -> MoEParams:
 
 def check_params(params: MoEParams, config: MoEConfig) -> None:
   """Raises one ValueError naming every parameter whose shape or dtype is wrong."""
+  if not isinstance(params, MoEParams):
+    raise ValueError(f"params must be a MoEParams of {len(MoEParams._fields)} arrays (for a "
+                     "transformers state dict use params_from_state_dict), got "
+                     f"{type(params).__name__}")
   problems = []
   for name, want, got in zip(MoEParams._fields, param_shapes(config), params):
     shape = tuple(getattr(got, "shape", ()))
@@ -52,6 +56,9 @@ def check_input(x: jax.Array, config: MoEConfig) -> None:
   if x.shape[-1] != config.hidden_size:
     raise ValueError(
         f"x must have last dimension H={config.hidden_size} (config.hidden_size), got shape {x.shape}")
+  if x.size == 0:
+    raise ValueError(f"x must hold at least one token (T = the product of its leading "
+                     f"dimensions >= 1), got shape {x.shape}")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"x must have a floating dtype (computed in {config.dtype}), got {x.dtype}")
 
@@ -90,7 +97,10 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
 
   Example:
     >>> cfg = MoEConfig(num_experts=8, top_k=2, hidden_size=64, intermediate_size=32)
-    >>> y, aux = moe_forward(params, x, cfg)  # x: [B, S, 64]
+    >>> params = init_params(jax.random.key(0), cfg)  # moe_jax.init_params
+    >>> y, aux = moe_forward(params, jnp.ones((2, 16, 64)), cfg)
+    >>> y.shape
+    (2, 16, 64)
   """
   check_input(x, config)
   check_params(params, config)

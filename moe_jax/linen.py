@@ -14,6 +14,7 @@ class MoELayer(nn.Module):
 
   Example:
     >>> layer = MoELayer(MoEConfig(num_experts=8, top_k=2, hidden_size=64, intermediate_size=128))
+    >>> x = jnp.ones((2, 16, 64))
     >>> variables = layer.init(jax.random.key(0), x)
     >>> y, aux = layer.apply(variables, x)
   """

@@ -45,7 +45,16 @@ def route(
   """
   check_choice("kind", kind, ROUTERS)
   kernels.resolve_implementation(implementation)  # an unknown name raises for either kind
+  if x.ndim != 2:
+    raise ValueError(f"x must have shape [T, H], got shape {x.shape} (moe_forward flattens "
+                     "leading dimensions; route does not)")
+  if router_weight.ndim != 2 or router_weight.shape[1] != x.shape[1]:
+    raise ValueError(f"router_weight must have shape [E, H={x.shape[1]}] (H of x), got shape "
+                     f"{router_weight.shape}")
   num_experts = router_weight.shape[0]
+  if router_bias.shape != (num_experts,):
+    raise ValueError(f"router_bias must have shape [E]=({num_experts},), got shape "
+                     f"{router_bias.shape}")
   if not 1 <= top_k <= num_experts:
     raise ValueError(f"top_k must be in [1, E={num_experts}], got {top_k}")
   logits = jnp.einsum("th,eh->te", x, router_weight.astype(x.dtype),

@@ -9,12 +9,13 @@
 - `slot_dots(src [N,H], index [T,K], g [T,H]) -> [T,K]`: per-slot dot products, the
   routing-weight gradient of `combine_rows`.
 - `gmm(lhs [R,K], rhs [E,K,N], tile_group [R/TM]) -> [R,N]`: grouped matmul over
-  expert-aligned row tiles (the grouped layout's experts); `tgmm(lhs [R,K], g [R,N]) -> [E,K,N]`
-  its weight gradient (told each tile's fill, `tile_fill [R/TM]`, it may skip the
-  empty rows). Their kernels live in `grouped_matmul.py` (Triton) and
-  `grouped_matmul_mgpu.py` (Mosaic GPU).
+  expert-aligned row tiles (the grouped layout's experts); `tgmm(lhs [R,K], g [R,N],
+  tile_group [R/TM], num_groups=E) -> [E,K,N]` its weight gradient (told each tile's
+  fill, `tile_fill [R/TM]`, it may skip the empty rows). Their kernels live in
+  `grouped_matmul.py` (Triton), `grouped_matmul_mgpu.py` (Mosaic GPU, cooperative) and
+  `grouped_matmul_pingpong.py` (Mosaic GPU, ping-pong: the default at 192 columns).
 
-- `tile_glu(h [R,2I], bias [E,2I], tile_expert [R/TM]) -> [R,I]`: the experts' bias
+- `tile_glu(h [R,2I], bias [E,2I], tile_expert [R/TM], activation=) -> [R,I]`: the experts' bias
   + GLU over the tile layout (0 on unused tiles and past `tile_fill`), and
   `tile_glu_grad` its VJP with per-tile column sums for the bias gradient
   (`api_glu.py`, kernels in `glu.py`).
@@ -25,7 +26,7 @@
   `api_ranks.py`, `layout.py`).
 - `top_k_softmax(logits [T,E], bias [E], top_k=K) -> (logits + bias, indices [T,K],
   weights [T,K])`: the GPT-OSS router after its GEMM (`api_topk.py`, `topk.py`).
-- `gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM]) -> [R,I]`: `gmm`
+- `gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM], activation=) -> [R,I]`: `gmm`
   then `tile_glu` in one op; on a Hopper GPU one Mosaic GPU kernel with the GLU in
   its epilogue, so the [R, 2I] products never reach HBM (`return_h=True`, the training
   forward, writes them too, for the backward).

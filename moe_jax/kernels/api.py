@@ -510,7 +510,9 @@ def gmm(
   Args:
     lhs: [R, K] floating rows.
     rhs: [E, K, N] per-group matrices, or [E, N, K] when transpose_rhs.
-    tile_group: [R / TM] int32 group of each tile, TM a power of two >= 16.
+    tile_group: [R / TM] int32 group of each tile, in [0, E), or < 0 for none; TM a
+      power of two >= 16. Values are not checked on device (shapes only): a group
+      >= E gives an undefined result, and so do unsorted tiles on "xla".
     transpose_rhs: multiply by rhs[e].T (the input gradient of a gmm).
     out_dtype: output dtype, lhs.dtype when None; accumulation is float32.
     precision: lax precision of the products (None: the backend default).
@@ -575,7 +577,8 @@ def tgmm(
   Args:
     lhs: [R, K] floating rows.
     rhs: [R, N] floating rows.
-    tile_group: [R / TM] int32.
+    tile_group: [R / TM] int32 group of each tile, in [0, E), or < 0 for none; not
+      checked on device: a group >= E, or unsorted tiles, give an undefined result.
     num_groups: E.
     tile_fill: optional [R / TM] int32 rows of each tile that hold data (the grouped
       layout's `DispatchMeta.tile_fill`). Past its fill a tile's rows must be zero in

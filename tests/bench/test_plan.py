@@ -66,3 +66,43 @@ def test_every_row_is_planned_once():
   keys = [c.key for c in cases]
   assert len(keys) == len(set(keys))
   assert any(c.impl == "transformers/batched_mm" for c in cases)
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(modes=["bwd"]), "--modes must be a comma list of fwd, fwd+bwd; got 'bwd'"),
+    (dict(components=["layer", "foo"]),
+     "--components must be a comma list of routing, pack, combine, experts, layer; got 'foo'"),
+    (dict(frameworks=["jax", "tf"]), "--frameworks must be a comma list of torch, jax; got 'tf'"),
+])
+def test_unknown_overrides_are_refused(override, message):
+  with pytest.raises(ValueError) as err:
+    _cases("cpu-mini", gpu=False, **override)
+  assert str(err.value) == message
+
+
+def test_an_impls_glob_must_match_an_implementation():
+  with pytest.raises(ValueError, match=r"--impls 'jax:dropless' matches no implementation") as err:
+    _cases("cpu-mini", gpu=False, impls=["jax:xla/*", "jax:dropless"])
+  assert "jax:xla/dropless" in str(err.value) and "jax:pallas/dropless" in str(err.value)
+  # The real names plan rows; a bare impl name matches in either framework.
+  rows = _cases("cpu-mini", gpu=False, impls=["jax:*/dropless"])
+  assert {(c.component, c.impl) for c in rows} == {
+      (c, i) for c in ("pack", "combine", "experts", "layer")
+      for i in ("xla/dropless", "pallas/dropless")}
+  assert {(c.framework, c.component) for c in _cases("cpu-mini", gpu=False, impls=["binned"])} == {
+      ("jax", "experts")} | {("torch", c) for c in ("pack", "combine", "experts", "layer")}
+
+
+def test_an_impls_glob_must_match_within_the_planned_frameworks_and_components():
+  with pytest.raises(ValueError, match=r"'torch:sort' matches no implementation of frameworks "
+                                       r"jax and components routing"):
+    _cases("cpu-mini", frameworks=["jax"], impls=["torch:sort"])
+  with pytest.raises(ValueError, match=r"'jax:xla' matches no implementation of frameworks "
+                                       r"torch,jax and components layer;"):
+    _cases("cpu-mini", components=["layer"], impls=["jax:xla"])  # routing's name
+  # A peer is an implementation only when it is offered.
+  with pytest.raises(ValueError, match="transformers/batched_mm"):
+    _cases("gpt-oss-20b", impls=["torch:transformers/batched_mm"])
+  rows = _cases("gpt-oss-20b", impls=["torch:transformers/batched_mm"],
+                peers=("transformers/batched_mm",))
+  assert {(c.component, c.impl) for c in rows} == {("layer", "transformers/batched_mm")}

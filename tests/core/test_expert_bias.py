@@ -153,3 +153,28 @@ def test_errors_name_the_argument(fn, args, message):
                  for a in args)
   with pytest.raises(ValueError, match=message):
     fn(h, bias, te)
+
+
+def test_expert_weight_shapes_are_checked():
+  # Every wrong weight is named, against the rows' H; an odd 2I and a bad rank too.
+  from moe_jax.experts import binned_experts, glu
+  e, h, i = 3, 8, 4
+  w = dict(gate_up_proj=jnp.ones((e, h, 2 * i)), gate_up_proj_bias=jnp.ones((e, 2 * i)),
+           down_proj=jnp.ones((e, i, h)), down_proj_bias=None)
+  kw = dict(activation="swiglu")
+  with pytest.raises(ValueError, match=r"gate_up_proj_bias must have shape \(3, 8\) .*got "
+                     r"\(3, 7\); down_proj must have shape \(3, 4, 8\) .*got \(3, 8, 4\)"):
+    binned_experts(jnp.ones((e, 2, h)), **dict(w, gate_up_proj_bias=jnp.ones((e, 7)),
+                                               down_proj=jnp.ones((e, h, i))), **kw)
+  with pytest.raises(ValueError, match=r"gate_up_proj must have shape \(3, 9, 8\).*got "
+                     r"\(3, 8, 8\)"):
+    binned_experts(jnp.ones((e, 2, 9)), **w, **kw)
+  with pytest.raises(ValueError, match=r"buf must have shape \[E, C, H\], got shape \(6, 8\)"):
+    binned_experts(jnp.ones((6, h)), **w, **kw)
+  with pytest.raises(ValueError, match=r"gate_up_proj must have shape \[E, H=8, 2I\], got "
+                     r"shape \(8, 8\)"):
+    dropless_experts(jnp.ones((16, h)), jnp.zeros((1,), jnp.int32),
+                     **dict(w, gate_up_proj=jnp.ones((h, 2 * i))), **kw)
+  with pytest.raises(ValueError, match=r"gate_up must have an even last dimension 2I .*got "
+                     r"shape \(2, 7\)"):
+    glu(jnp.ones((2, 7)), **kw)

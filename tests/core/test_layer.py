@@ -210,20 +210,45 @@ class TestValidation:
       layer(jnp.float32(1.0))
     with pytest.raises(ValueError, match="x must have a floating dtype .* got int32"):
       layer(jnp.ones((4, 32), jnp.int32))
+    with pytest.raises(ValueError, match=r"x must hold at least one token \(T = the product of "
+                       r"its leading dimensions >= 1\), got shape \(2, 0, 32\)"):
+      layer(jnp.ones((2, 0, 32)))
+
+  def test_params_must_be_moe_params(self):
+    cfg = _config()
+    params = _params(cfg)
+    for bad, name in [(params._asdict(), "dict"), (list(params)[:5], "list")]:
+      with pytest.raises(ValueError, match=r"params must be a MoEParams of 6 arrays \(for a "
+                         r"transformers state dict use params_from_state_dict\), got " + name):
+        moe_forward(bad, jnp.ones((2, 32)), cfg)
 
   @pytest.mark.parametrize("field,value,message", [
       ("top_k", 0, r"top_k must be in \[1, num_experts=6\], got 0"),
       ("top_k", 7, r"top_k must be in \[1, num_experts=6\], got 7"),
-      ("capacity_factor", 0.0, r"capacity_factor must be > 0 \(or None for dropless\), got 0.0"),
-      ("capacity_factor", -1.0, r"capacity_factor must be > 0"),
+      ("capacity_factor", 0.0,
+       r"capacity_factor must be a finite number > 0, or None for dropless, got 0.0"),
+      ("capacity_factor", -1.0, r"capacity_factor must be a finite number > 0"),
+      ("capacity_factor", float("inf"), r"capacity_factor must be a finite number > 0.*got inf"),
+      ("capacity_factor", "1.25", r"capacity_factor must be a finite number > 0.*got '1.25'"),
+      ("swiglu_alpha", "x", r"swiglu_alpha must be a finite number > 0, got 'x'"),
+      ("swiglu_limit", float("nan"), r"swiglu_limit must be a finite number > 0, got nan"),
+      ("normalize_topk", "no", r"normalize_topk must be a bool, got 'no'"),
+      ("num_experts", 6.0, r"num_experts must be an int, got 6.0"),
       ("router", "mixtral", r"router must be one of \('gpt_oss', 'softmax_topk'\), got 'mixtral'"),
       ("activation", "relu", r"activation must be one of \('gpt_oss_glu', 'swiglu'\), got 'relu'"),
       ("implementation", "cuda", r"implementation must be one of \(None, 'xla', 'pallas'\), got 'cuda'"),
       ("dtype", jnp.int32, "dtype must be a floating dtype, got int32"),
+      ("dtype", "foo", "dtype must be a floating dtype, got 'foo'"),
   ])
   def test_config(self, field, value, message):
     with pytest.raises(ValueError, match=message):
       _config(**{field: value})
+
+  def test_numpy_ints_are_ints(self):
+    # Sizes read from arrays or files arrive as NumPy ints; the config keeps Python ints.
+    cfg = _config(num_experts=np.int64(6), hidden_size=np.int32(32))
+    assert type(cfg.num_experts) is int and type(cfg.hidden_size) is int
+    assert cfg == _config()
 
   def test_weight_shapes(self):
     cfg = _config()
@@ -281,3 +306,18 @@ def test_bf16_layer_on_the_mosaic_gmm(hidden, inter, capacity_factor):
     g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
     # both bf16 end to end: the two differ by bf16 roundings in different places
     assert np.linalg.norm(g - w) <= 3e-2 * np.linalg.norm(w), np.linalg.norm(g - w) / np.linalg.norm(w)
+
+
+def test_from_safetensors_rejects_other_files(tmp_path):
+  # A JSON sidecar passed by mistake reads as a header of terabytes: a clear error, not
+  # a MemoryError; a header that is not JSON too.
+  sidecar = tmp_path / "w.safetensors.json"
+  sidecar.write_text('{"config": {"top_k": 2}}')
+  with pytest.raises(ValueError, match=r"w.safetensors.json' is not a safetensors file: its "
+                     r"first 8 bytes give a header of \d+ bytes, but the file holds 24 bytes"):
+    MoELayer.from_safetensors(sidecar)
+  garbled = tmp_path / "g.safetensors"
+  garbled.write_bytes((4).to_bytes(8, "little") + b"\xff\xfe{}")
+  with pytest.raises(ValueError, match=r"g.safetensors' is not a safetensors file: its header "
+                     r"is not JSON"):
+    MoELayer.from_safetensors(garbled)

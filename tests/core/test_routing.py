@@ -44,6 +44,17 @@ def test_bad_top_k(top_k):
     route(jnp.ones((2, 3)), jnp.zeros((6, 3)), jnp.zeros(6), top_k=top_k)
 
 
+@pytest.mark.parametrize("x,w,b,match", [
+    ((2, 4, 3), (6, 3), (6,), r"x must have shape \[T, H\], got shape \(2, 4, 3\)"),
+    ((2, 3), (3, 6), (6,), r"router_weight must have shape \[E, H=3\] \(H of x\), got shape "
+                           r"\(3, 6\)"),
+    ((2, 3), (6, 3), (5,), r"router_bias must have shape \[E\]=\(6,\), got shape \(5,\)"),
+])
+def test_bad_shapes(x, w, b, match):
+  with pytest.raises(ValueError, match=match):
+    route(jnp.ones(x), jnp.zeros(w), jnp.zeros(b), top_k=2)
+
+
 def test_bad_kind():
   with pytest.raises(ValueError, match="kind must be one of .*'gpt_oss'.*got 'mixtral'"):
     route(jnp.ones((2, 3)), jnp.zeros((6, 3)), jnp.zeros(6), top_k=2, kind="mixtral")
