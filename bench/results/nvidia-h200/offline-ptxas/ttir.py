@@ -57,6 +57,23 @@ CASES = {
     "group_sums_128x128": _group_sums(128, 128), "group_sums_256x64": _group_sums(256, 64),
     "tile_glu_grad": _glu("tile_glu_grad"),
 }
+I32, F32 = dict(dtype=jnp.int32), dict(dtype=jnp.float32)
+CASES.update({  # the other row kernels of the layer, at their default tiles
+    "gather_rows": lambda: kernels.gather_rows(_z(T, H), _z(R, **I32), **P),
+    "scatter_rows": lambda: kernels.scatter_rows(_z(T, H), _z(T, K, **I32), num_rows=R, **P),
+    "scatter_rows_scaled": lambda: kernels.scatter_rows(_z(T, H), _z(T, K, **I32),
+                                                        _z(T, K, **F32), num_rows=R, **P),
+    "combine_rows_bias": lambda: kernels.combine_rows(
+        _z(R, H), _z(T, K, **I32), _z(T, K, **F32), bias=_z(E, H), bias_index=_z(T, K, **I32),
+        **P),
+    "combine_rows": lambda: kernels.combine_rows(_z(R, H), _z(T, K, **I32), **P),
+    "tile_glu": lambda: kernels.tile_glu(_z(143 * 128, 2 * H), _z(E, 2 * H, **F32),
+                                         _z(143, **I32), _z(143, **I32),
+                                         activation="gpt_oss_glu", **P),
+    "top_k_softmax": lambda: kernels.top_k_softmax(_z(T, E, **F32), _z(E, **F32), top_k=K, **P),
+    "grouped_layout": lambda: kernels.grouped_layout(_z(T * K, **I32), E, capacity=None,
+                                                     tile_rows=128, num_tiles=160, **P),
+})
 if hasattr(kernels, "tile_glu_vjp"):  # variant 49
   CASES["tile_glu_vjp"] = _glu("tile_glu_vjp")
 
