@@ -67,3 +67,8 @@ log(case="group_sums xla alone", ms=gmm_probe.cupti_ms(
     (g, expert, weight)))
 log(case="group_sums pallas alone", ms=gmm_probe.cupti_ms(
     jax.jit(lambda g, e, w: kernels.group_sums(g, e, w, num_groups=E, **P)), (g, expert, weight)))
+for rows in (64, 32):  # the scaled pack (the combine's backward), default tile first
+  config = BlockConfig(block_rows=rows, block_h=128, num_warps=4)
+  log(case="scatter_rows scaled", block_rows=rows, ms=gmm_probe.cupti_ms(
+      jax.jit(lambda g, i, w, c=config: kernels.scatter_rows(g, i, w, num_rows=R, config=c, **P)),
+      (g, index, weight)))
