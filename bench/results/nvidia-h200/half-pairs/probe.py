@@ -16,7 +16,8 @@ import numpy as np
 
 from bench import gmm_probe
 from moe_jax import kernels
-from moe_jax.kernels.grouped_matmul import ITEM_FULL, ITEM_HALF, ITEM_PAIR, paired_items
+from moe_jax.kernels.grouped_matmul import (ITEM_FULL, ITEM_HALF, ITEM_PAIR, paired_items,
+                                            unpack_item)
 
 log = gmm_probe.Log(sys.argv[1], device=str(jax.devices()[0]))
 x, w, _, group, fill = gmm_probe.operands(32, 2880, 5760, 160, seed=1)
@@ -26,7 +27,7 @@ half_tile = np.asarray((fill <= 64) & (group >= 0))
 skipped = np.repeat(half_tile, 128) & (np.arange(x.shape[0]) % 128 >= 64)
 log(op="layout", used=int((group >= 0).sum()), half_tiles=int(half_tile.sum()))
 for cols in (30, 15):
-  kind = np.asarray(paired_items(group, fill, cols, 16, 64)) >> 24
+  kind = np.asarray(unpack_item(paired_items(group, fill, cols, 16, 64))[2])
   cost = np.isin(kind, [ITEM_FULL, ITEM_PAIR]) + 0.5 * (kind == ITEM_HALF)
   paired = np.bincount(np.arange(kind.size) % 132, weights=cost, minlength=132)
   whole = -(-int((group >= 0).sum()) * cols // 132)  # a round robin of whole tiles
