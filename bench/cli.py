@@ -93,11 +93,10 @@ def _plan(args, environment: dict):
     # torch_peers() imports transformers, so it runs once the cheap checks passed; the
     # globs need it, as they may name a peer.
     peers = torch_peers() if "torch" in frameworks else ()
-    validate(cfgs, **options, impls=_csv(args.impls), peers=peers)
+    cases = plan(cfgs, **options, impls=_csv(args.impls), gpu=environment["gpu"],
+                 memory_bytes=environment["device_memory_bytes"], peers=peers)
   except ValueError as err:  # validate() names the option, the valid values and what arrived
     raise _usage_error(str(err)) from None
-  cases = plan(cfgs, **options, impls=_csv(args.impls), gpu=environment["gpu"],
-               memory_bytes=environment["device_memory_bytes"], peers=peers)
   return cfgs, cases
 
 
@@ -178,7 +177,7 @@ def run_main(argv: Sequence[str]) -> int:
     raise SystemExit(f"moe-bench: {err}") from None
   environment = env_lib.collect(list(argv))
   _, cases = _plan(args, environment)
-  _check_jax_backend(environment, _csv(args.frameworks) or FRAMEWORKS)
+  _check_jax_backend(environment, {case.framework for case in cases})
   out_dir = args.out or os.path.join(REPO, "bench", "results", env_lib.slug(environment["device"]))
   isolate = environment["gpu"] if args.isolate is None else args.isolate
   from bench import orchestrate  # pylint: disable=import-outside-toplevel
