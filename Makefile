@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 # where pip already resolves it to one (e.g. a local CPU wheel in pip's find-links); from
 # plain PyPI on Linux it is the CUDA build, several GB of nvidia packages. For the CPU
 # build there: make TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# TORCH_INDEX and EXTRAS act when .venv is installed; after a change, `make clean` first.
+# TORCH_SPEC, TORCH_INDEX and EXTRAS act when .venv is installed; a change to any of
+# them re-runs the install (recorded in .venv/.install-settings). pip keeps what is
+# already there, so to swap a torch build for another, `make clean` first.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 # Where nvidia-smi is on PATH, moe-bench plans the GPU suite, so JAX must be its CUDA build
@@ -14,15 +16,23 @@ TORCH_INDEX ?=
 comma := ,
 EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda$(comma))test$(comma)bench
 STAMP := $(VENV)/.installed
+SETTINGS := $(VENV)/.install-settings
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 PARITY_ARGS ?=
 
-.PHONY: test bench parity venv clean
+.PHONY: test bench parity venv clean FORCE
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Rewritten only when the settings differ from the last install's, so that its date
+# makes the install re-run then and only then.
+$(SETTINGS): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(TORCH_SPEC) $(TORCH_INDEX) [$(EXTRAS)]' | cmp -s - $@ || \
+	  echo '$(TORCH_SPEC) $(TORCH_INDEX) [$(EXTRAS)]' > $@
+
+$(STAMP): pyproject.toml $(SETTINGS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH_SPEC)"
