@@ -4,13 +4,14 @@ layout, launched three ways in one process:
 
   whole   no tile_fill: the expert bands of main, no item table;
   table   tile_fill >= 65 on every tile: the item table, but every item a whole tile
-          (ITEM_FULL), so the pair code is compiled in and never runs;
+          (ITEM_FULL): variant 50's pair code compiled in and never run, or variant
+          50b's two-accumulator whole-tile path;
   paired  the layout's own fill: 17 half tiles paired.
 
 If `table` is as slow as `paired`, the machinery costs (the table, or the compiled-in
 pair path: code size, ptxas's injected fences); if it is as fast as `whole`, the pair
-items themselves do. CUPTI ms, three medians of ten calls. Writes the JSON log given
-as argv[1].
+items themselves do. CUPTI ms, three medians of ten calls (the paired modes' include
+the table's few XLA ops, a few microseconds). Writes the JSON log given as argv[1].
 
   PYTHONPATH=$PWD python3 bench/results/nvidia-h200/half-pairs/diag.py OUT.json
 """
