@@ -1,6 +1,6 @@
 #!/bin/bash
-# Variant 51, not run yet (written in a session without a GPU; repository root, GPU
-# machine; $OUT set; about 6 minutes). The combine's bias gradients in the row kernels:
+# Variant 51 (run on 2026-12-05 with BASE="": no gain, dropped; outputs beside this; repository root, GPU
+# machine; $OUT set; about 4 minutes). The combine's bias gradients in the row kernels:
 # slot_dots takes the bias rows, and group_sums replaces XLA's [E, T] x [T, H] products.
 # Applies the patches named in $BASE (default: variants 49 and 50, each where it applies
 # and is not in already; BASE="" for this tree alone), then variant 51's; then the

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Variant 49, not run yet (written in a session without a GPU; repository root, GPU
+# Variant 49 (run on 2026-12-05: slower, dropped; its outputs are beside this; repository root, GPU
 # machine; $OUT set; about 7 minutes). The training forward's gmm_glu writes the GLU's
 # derivatives instead of h, and the backward's tile_glu_vjp multiplies them by g.
 # Applies variant49.patch to this tree unless it is in already, then: ptxas's report of

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Variant 50, not run yet (written in a session without a GPU; repository root, GPU
+# Variant 50 (run on 2026-12-05: slower, dropped; its outputs are beside this; repository root, GPU
 # machine; $OUT set; about 7 minutes). The ping-pong gmm and gmm_glu compute a
 # half-filled tile's upper 64 rows only, two column blocks per item, from a launch table
 # that keeps the round robin even (`grouped_matmul.paired_items`). On main (variant 49
