@@ -32,6 +32,8 @@ $(SETTINGS): FORCE
 	@echo '$(TORCH_SPEC) $(TORCH_INDEX) [$(EXTRAS)]' | cmp -s - $@ || \
 	  echo '$(TORCH_SPEC) $(TORCH_INDEX) [$(EXTRAS)]' > $@
 
+FORCE:
+
 $(STAMP): pyproject.toml $(SETTINGS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
