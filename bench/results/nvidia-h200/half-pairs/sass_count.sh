@@ -17,12 +17,14 @@ kernels.gmm(x, w, g, tile_fill=f, implementation='pallas', zero_unused=False).bl
 kernels.gmm(x, jnp.swapaxes(w, 1, 2)[:, :2880], g, tile_fill=f, transpose_rhs=True, implementation='pallas', zero_unused=False).block_until_ready()
 " > "$tmp/sass.txt" 2>&1
 echo "compile rc=$?"
-# A SASS line holds its offset as /*0a70*/; each 'Function :' header starts a kernel.
+# A SASS line holds its offset as /*0a70*/; a kernel starts at a cuobjdump-style
+# 'Function : name' header or an nvdisasm-style '.text.name' section line.
 python3 - "$tmp/sass.txt" "$1" <<'PY'
 import re, sys
 name, counts = "(no header)", {}
 for line in open(sys.argv[1], errors="replace"):
-  m = re.search(r"Function : (\S+)", line)
+  m = (re.search(r"Function : (\S+)", line)
+       or re.search(r"^\s*(?://-+\s*)?\.text\.([\w$.]+?)(?::|\s|$)", line))
   if m:
     name = m.group(1)
     counts[name] = counts.get(name, [])
