@@ -46,7 +46,8 @@ def capacity_for(capacity_factor: float, num_tokens: int, top_k: int, num_expert
 
 def _check_real(name: str, value: Any, expected: str) -> None:
   """Raises a ValueError naming `name` unless `value` is a finite real number > 0."""
-  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
+  if (isinstance(value, (bool, np.bool_))
+      or not isinstance(value, (int, float, np.integer, np.floating))
       or not math.isfinite(value) or not value > 0):
     raise ValueError(f"{name} must be {expected}, got {value!r}")
 

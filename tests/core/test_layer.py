@@ -231,6 +231,7 @@ class TestValidation:
       ("capacity_factor", float("inf"), r"capacity_factor must be a finite number > 0.*got inf"),
       ("capacity_factor", "1.25", r"capacity_factor must be a finite number > 0.*got '1.25'"),
       ("swiglu_alpha", "x", r"swiglu_alpha must be a finite number > 0, got 'x'"),
+      ("swiglu_alpha", np.complex128(1), r"swiglu_alpha must be a finite number > 0, got "),
       ("swiglu_limit", float("nan"), r"swiglu_limit must be a finite number > 0, got nan"),
       ("normalize_topk", "no", r"normalize_topk must be a bool, got 'no'"),
       ("num_experts", 6.0, r"num_experts must be an int, got 6.0"),
