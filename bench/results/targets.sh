@@ -1,10 +1,10 @@
 #!/bin/bash
-# The speed issue's targets on the H100 with the code of this commit (2026-12-05): the
-# same moe-bench runs as `../../nvidia-h200/b2b-protocol/run.sh`, from the repository root
+# The speed issue's targets with the code at hand, on whichever GPU runs it: the
+# same moe-bench runs as `bench/results/nvidia-h200/b2b-protocol/run.sh`, from the repository root
 # on the GPU machine ($OUT set). Each moe-bench run times both frameworks the same way,
 # in one process, with its own floors.
 #   A: gpt-oss-20b layer (every fast row of both frameworks), the routing-bench pack and
-#      combine, the notebook config (about 8.5 minutes)
+#      combine, the notebook config (334 s on an H200, 2026-12-05)
 #   B: sonic-medium layer (about 5 minutes)
 #   C: the whole parity catalogue on the "pallas" JAX path (about 5 minutes)
 set -o pipefail
