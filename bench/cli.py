@@ -13,6 +13,7 @@ and prints the side-by-side table.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -36,8 +37,37 @@ def _usage_error(message: str) -> SystemExit:
   return SystemExit(2)
 
 
+def _number(kind, *, least: float, strict: bool = False):
+  """An argparse type: a finite `kind` >= least (> least when `strict`); a bad value
+  gets argparse's error naming the option, with exit status 2."""
+  def parse(text: str):
+    what = "an integer" if kind is int else "a finite number"
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or value < least or (strict and value == least):
+      raise argparse.ArgumentTypeError(
+          f"expected {what} {'>' if strict else '>='} {least:g}, got {text!r}")
+    return value
+  return parse
+
+
+def _writable_dir(path: str) -> str:
+  """Creates `path` if needed and checks it can be written, before any work is done."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as err:
+    raise _usage_error(f"--out {path}: cannot create the directory ({err.strerror})") from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise _usage_error(f"--out {path}: the directory is not writable")
+  return path
+
+
 def _run_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="moe-bench", description=__doc__,
+                              usage="moe-bench [run | list] [options]  (or: moe-bench report "
+                                    "DIR [DIR ...] [--out DIR])",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--configs", "--suite", dest="configs", default=None,
                  help=f"suites {sorted(configs.SUITES)}, config names or globs, comma separated "
@@ -50,14 +80,17 @@ def _run_parser() -> argparse.ArgumentParser:
                       "CPU-only skips of Pallas and torch.compile)")
   p.add_argument("--frameworks", default="torch,jax",
                  help="frameworks to run, in this order (e.g. jax,torch runs JAX first)")
-  p.add_argument("--iters", type=int, default=MIN_ITERS, help=f"timed samples (>= {MIN_ITERS})")
+  p.add_argument("--iters", type=_number(int, least=1), default=MIN_ITERS,
+                 help=f"timed samples (>= {MIN_ITERS})")
   default = Protocol()
-  p.add_argument("--warmup", type=int, default=default.warmup,
+  p.add_argument("--warmup", type=_number(int, least=0), default=default.warmup,
                  help="synced calls before the samples; their median is the latency column")
-  p.add_argument("--rotate", type=int, default=default.rotate, help="rotated input sets")
-  p.add_argument("--target-sample-ms", type=float, default=default.target_sample_ms,
+  p.add_argument("--rotate", type=_number(int, least=1), default=default.rotate,
+                 help="rotated input sets")
+  p.add_argument("--target-sample-ms", type=_number(float, least=0, strict=True),
+                 default=default.target_sample_ms,
                  help="back-to-back call time per sample; it sets the calls per sample")
-  p.add_argument("--settle-s", type=float, default=default.settle_s,
+  p.add_argument("--settle-s", type=_number(float, least=0), default=default.settle_s,
                  help="seconds each row runs back to back, untimed, before its samples, "
                       "so that they see a power-capped GPU's sustained clock (0: none)")
   p.add_argument("--quick", action="store_true",
@@ -69,7 +102,7 @@ def _run_parser() -> argparse.ArgumentParser:
   isolation.add_argument("--isolate", dest="isolate", action="store_true", default=None,
                          help="one process per config and framework (default with a GPU)")
   isolation.add_argument("--in-process", dest="isolate", action="store_false")
-  p.add_argument("--deadline", type=float, default=None,
+  p.add_argument("--deadline", type=_number(float, least=0, strict=True), default=None,
                  help="seconds; rows not started by then are written as skipped")
   p.add_argument("--keep-scratch", action="store_true", help="keep the parity arrays")
   p.add_argument("--no-plots", action="store_true")
@@ -164,8 +197,8 @@ def _progress(total: int):
 def run_main(argv: Sequence[str]) -> int:
   args = _run_parser().parse_args(argv)
   if not args.quick and args.iters < MIN_ITERS:
-    raise SystemExit(f"--iters must be >= {MIN_ITERS} (the protocol's minimum); "
-                     "--quick is for tests")
+    raise _usage_error(f"argument --iters: expected >= {MIN_ITERS} (the protocol's minimum; "
+                       f"--quick is for tests), got {args.iters}")
   try:
     if args.quick:
       protocol = Protocol(warmup=1, iters=5, rotate=2, target_sample_ms=0.5,
@@ -174,11 +207,12 @@ def run_main(argv: Sequence[str]) -> int:
       protocol = Protocol(warmup=args.warmup, iters=args.iters, rotate=args.rotate,
                           target_sample_ms=args.target_sample_ms, settle_s=args.settle_s)
   except ValueError as err:
-    raise SystemExit(f"moe-bench: {err}") from None
+    raise _usage_error(str(err)) from None
   environment = env_lib.collect(list(argv))
   _, cases = _plan(args, environment)
   _check_jax_backend(environment, {case.framework for case in cases})
-  out_dir = args.out or os.path.join(REPO, "bench", "results", env_lib.slug(environment["device"]))
+  out_dir = _writable_dir(
+      args.out or os.path.join(REPO, "bench", "results", env_lib.slug(environment["device"])))
   isolate = environment["gpu"] if args.isolate is None else args.isolate
   from bench import orchestrate  # pylint: disable=import-outside-toplevel
   bar, on_record = _progress(len(cases))
@@ -214,9 +248,8 @@ def report_main(argv: Sequence[str]) -> int:
           "must be a results.jsonl or a directory holding one, not empty); nothing written",
           file=sys.stderr)
     return 2
-  out_dir = args.out or (args.inputs[0] if os.path.isdir(args.inputs[0])
-                         else os.path.dirname(args.inputs[0]))
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = _writable_dir(args.out or (args.inputs[0] if os.path.isdir(args.inputs[0])
+                                       else os.path.dirname(args.inputs[0]) or "."))
   merged_path = os.path.join(out_dir, "results.jsonl")
   sources = {os.path.abspath(i if not os.path.isdir(i) else os.path.join(i, "results.jsonl"))
              for i in args.inputs}

@@ -20,6 +20,21 @@ import numpy as np  # pylint: disable=wrong-import-position
 from bench import configs  # pylint: disable=wrong-import-position
 
 COLORS = {"jax": "#1f77b4", "torch": "#d62728"}
+# Lines of one framework share its colour family and differ in shade and marker.
+_SHADES = {"jax": ("#1f77b4", "#17becf", "#0b3d91", "#6baed6", "#2ca02c"),
+           "torch": ("#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22")}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _styles(labels) -> dict[str, dict]:
+  """matplotlib style (color, marker) per "framework:impl" label, distinct within a plot."""
+  out, seen = {}, {}
+  for lab in sorted(set(labels)):
+    fw = lab.split(":")[0]
+    n = seen[fw] = seen.get(fw, -1) + 1
+    shades = _SHADES.get(fw, ("#7f7f7f",))
+    out[lab] = dict(color=shades[n % len(shades)], marker=_MARKERS[n % len(_MARKERS)])
+  return out
 
 
 def _ok(r: dict) -> bool:
@@ -30,13 +45,14 @@ def _label(r: dict) -> str:
   return f"{r['framework']}:{r['impl']}" + (" !" if r.get("parity_ok") is False else "")
 
 
-def _empty(path: str, text: str) -> str:
+def _empty(path: str, text: str) -> None:
+  """A placeholder over any stale plot of an earlier run in the same directory; it is
+  not linked from the reports (`all_plots` leaves it out)."""
   fig, ax = plt.subplots(figsize=(6, 2))
   ax.axis("off")
   ax.text(0.5, 0.5, text, ha="center", va="center")
   fig.savefig(path, dpi=100)
   plt.close(fig)
-  return path
 
 
 def _main_configs(rows: Sequence[dict]) -> list[str]:
@@ -45,7 +61,7 @@ def _main_configs(rows: Sequence[dict]) -> list[str]:
   return sorted(set(names), key=lambda n: known.index(n) if n in known else len(known))
 
 
-def latency(rows: Sequence[dict], path: str) -> str:
+def latency(rows: Sequence[dict], path: str) -> str | None:
   names = [n for n in _main_configs(rows)
            if any(_ok(r) and r["config"] == n and r["component"] == "layer" for r in rows)]
   if not names:
@@ -76,17 +92,17 @@ def latency(rows: Sequence[dict], path: str) -> str:
   return path
 
 
-def throughput(rows: Sequence[dict], path: str) -> str:
+def throughput(rows: Sequence[dict], path: str) -> str | None:
   sel = [r for r in rows if _ok(r) and r.get("sweep") == "tokens" and r["component"] == "layer"]
   if not sel:
     return _empty(path, "no token sweep in these results")
   fig, ax = plt.subplots(figsize=(8, 5))
+  style = _styles(_label(r) for r in sel)
   for (lab, mode) in sorted({(_label(r), r["mode"]) for r in sel}):
     pts = sorted((r["T"], r["tokens_per_s"]) for r in sel if _label(r) == lab and r["mode"] == mode)
     xs, ys = zip(*pts)
-    ax.plot(xs, ys, marker="o", linestyle="-" if mode == "fwd" else "--",
-            color=COLORS[lab.split(":")[0]], alpha=0.5 + 0.5 * lab.startswith("jax"),
-            label=f"{lab} {mode}")
+    ax.plot(xs, ys, linestyle="-" if mode == "fwd" else "--", label=f"{lab} {mode}",
+            **style[lab])
   ax.set_xscale("log", base=2)
   ax.set_yscale("log")
   ax.set_xlabel("tokens T")
@@ -99,7 +115,7 @@ def throughput(rows: Sequence[dict], path: str) -> str:
   return path
 
 
-def roofline(rows: Sequence[dict], path: str) -> str:
+def roofline(rows: Sequence[dict], path: str) -> str | None:
   sel = [r for r in rows if _ok(r) and not r.get("sweep") and r.get("pct_roofline")
          and r["component"] in ("layer", "experts")]
   if not sel:
@@ -130,7 +146,7 @@ def _load_row(rows: Sequence[dict], name: str) -> dict | None:
   return cands[0] if cands else None
 
 
-def expert_load(rows: Sequence[dict], path: str) -> str:
+def expert_load(rows: Sequence[dict], path: str) -> str | None:
   names = [n for n in _main_configs(rows) if _load_row(rows, n) is not None]
   if not names:
     return _empty(path, "no expert-load data")
@@ -152,17 +168,18 @@ def expert_load(rows: Sequence[dict], path: str) -> str:
   return path
 
 
-def capacity(rows: Sequence[dict], path: str) -> str:
+def capacity(rows: Sequence[dict], path: str) -> str | None:
   sel = [r for r in rows if _ok(r) and r.get("sweep") == "capacity"]
   if not sel:
     return _empty(path, "no capacity sweep in these results")
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  style = _styles(_label(r) for r in sel)
   for (lab, comp, mode) in sorted({(_label(r), r["component"], r["mode"]) for r in sel}):
     pts = sorted((r["capacity_factor"], r["wall_ms_median"], r.get("drop_rate") or 0.0)
                  for r in sel if (_label(r), r["component"], r["mode"]) == (lab, comp, mode))
     cf, ms, drop = zip(*pts)
-    ax1.plot(cf, ms, marker="o", color=COLORS[lab.split(":")[0]],
-             linestyle="-" if mode == "fwd" else "--", label=f"{lab} {comp} {mode}")
+    ax1.plot(cf, ms, linestyle="-" if mode == "fwd" else "--", label=f"{lab} {comp} {mode}",
+             **style[lab])
     ax2.plot(cf, drop, marker="o", color="k")
   ax1.set_yscale("log")
   ax1.set(xlabel="capacity factor", ylabel="median wall ms", title="time against capacity")
@@ -175,10 +192,12 @@ def capacity(rows: Sequence[dict], path: str) -> str:
 
 
 def all_plots(rows: Sequence[dict], out_dir: str) -> list[str]:
-  """Writes every plot into out_dir; returns their paths."""
+  """Writes every plot into out_dir; returns the paths of those with data (one without
+  is a placeholder, left unlinked)."""
   os.makedirs(out_dir, exist_ok=True)
-  return [latency(rows, os.path.join(out_dir, "latency.png")),
+  paths = [latency(rows, os.path.join(out_dir, "latency.png")),
           throughput(rows, os.path.join(out_dir, "throughput_vs_tokens.png")),
           roofline(rows, os.path.join(out_dir, "roofline.png")),
           expert_load(rows, os.path.join(out_dir, "expert_load.png")),
           capacity(rows, os.path.join(out_dir, "capacity_sweep.png"))]
+  return [p for p in paths if p is not None]

@@ -19,7 +19,9 @@ from bench import configs, floors, metrics
 ROW_KEY = ("device", "config", "component", "mode", "framework", "impl")
 NOTES = [
     "speedup = best PyTorch time / best JAX time for the same config, component and mode "
-    "(> 1: JAX is faster); 'vs torch' in the detail tables is the same ratio per row.",
+    "(fwd or fwd+bwd; > 1: JAX is faster), whichever dispatch each best row uses: a binned "
+    "row drops slots (its `drop` column) that a dropless one computes, so compare binned "
+    "with torch `binned` in the detail tables; 'vs torch' there is the same ratio per row.",
     "wall = median wall time per call over back-to-back calls with one sync per sample, "
     "a sample holding as many calls as fill the target sample (20 ms by default; a longer "
     "call runs alone with its sync); latency = median of single calls each waited for, "

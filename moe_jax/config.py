@@ -38,8 +38,12 @@ def capacity_for(capacity_factor: float, num_tokens: int, top_k: int, num_expert
   so 1.1 * 10 / 1 gives 11, not the 12 of float rounding; moe_torch_ref uses the
   same rule, so both sides drop the same slots.
   """
-  if not math.isfinite(capacity_factor) or capacity_factor <= 0:
-    raise ValueError(f"capacity_factor must be > 0, got {capacity_factor}")
+  _check_real("capacity_factor", capacity_factor, "a finite number > 0")
+  for name, value, least in (("num_tokens", num_tokens, 0), ("top_k", top_k, 1),
+                             ("num_experts", num_experts, 1)):
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not is_int or value < least:
+      raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
   exact = fractions.Fraction(repr(float(capacity_factor))) * num_tokens * top_k / num_experts
   return max(1, math.ceil(exact))
 

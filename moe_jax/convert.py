@@ -72,8 +72,11 @@ def params_from_state_dict(mapping: Mapping[str, Any], dtype: Any | None = None)
 
 
 def params_to_state_dict(params: MoEParams, prefix: str = "") -> dict[str, np.ndarray]:
-  """The inverse of params_from_state_dict: numpy arrays under transformers names."""
-  return {prefix + name: np.asarray(value) for name, value in zip(STATE_DICT_NAMES, params)}
+  """The inverse of params_from_state_dict: numpy arrays (writable copies) under
+  transformers names."""
+  # np.array copies: np.asarray of a jax.Array is a read-only view of its buffer, which
+  # torch.from_numpy warns about and in-place edits fail on.
+  return {prefix + name: np.array(value) for name, value in zip(STATE_DICT_NAMES, params)}
 
 
 def infer_sizes(params: MoEParams) -> dict[str, int]:

@@ -149,7 +149,9 @@ def make_dispatch(expert_indices: jax.Array, num_experts: int, capacity: int | N
   """Builds the dispatch metadata from the router's choices.
 
   Args:
-    expert_indices: [T, K] int32 expert ids in [0, E).
+    expert_indices: [T, K] int32 expert ids in [0, E). Ids are data, so they are not
+      checked: an id outside [0, E) gives undefined counts and layout (the router's
+      top-k never makes one).
     num_experts: E.
     capacity: static C (binned mode), or None for dropless.
     tile_rows: grouped layout only: TM, a power of two >= 16; None picks

@@ -34,7 +34,14 @@ def _check_weights(h: int, gate_up_proj, gate_up_proj_bias, down_proj, down_proj
     raise ValueError(f"gate_up_proj must have shape [E, H={h}, 2I], got shape "
                      f"{gate_up_proj.shape}")
   e = gate_up_proj.shape[0] if num_experts is None else num_experts
-  two_i = gate_up_proj.shape[-1]
+  # 2I as most of the weights give it (gate_up_proj's on a tie), so that the error
+  # names the odd one out rather than the two that agree.
+  votes = [gate_up_proj.shape[-1]]
+  if gate_up_proj_bias is not None and gate_up_proj_bias.ndim == 2:
+    votes.append(gate_up_proj_bias.shape[-1])
+  if down_proj is not None and down_proj.ndim == 3:
+    votes.append(2 * down_proj.shape[1])
+  two_i = max(votes, key=votes.count)
   want = dict(gate_up_proj=(e, h, two_i), gate_up_proj_bias=(e, two_i),
               down_proj=(e, two_i // 2, h), down_proj_bias=(e, h))
   got = dict(gate_up_proj=gate_up_proj, gate_up_proj_bias=gate_up_proj_bias,
@@ -42,9 +49,9 @@ def _check_weights(h: int, gate_up_proj, gate_up_proj_bias, down_proj, down_proj
   problems = [f"{name} must have shape {want[name]} ([E, H, 2I], [E, 2I], [E, I, H], [E, H] "
               f"with H={h} of the rows), got {tuple(w.shape)}"
               for name, w in got.items() if w is not None and tuple(w.shape) != want[name]]
-  if two_i % 2:
+  if gate_up_proj.shape[-1] % 2:
     problems.insert(0, f"gate_up_proj's last dimension must be 2I (even: gate and up "
-                       f"interleaved), got {two_i}")
+                       f"interleaved), got {gate_up_proj.shape[-1]}")
   if problems:
     raise ValueError("bad expert weights: " + "; ".join(problems))
 

@@ -51,6 +51,9 @@ def _describe(config: MoEConfig) -> str:
 
 def check_input(x: jax.Array, config: MoEConfig) -> None:
   """Validates x's rank, last dimension and dtype (static checks only)."""
+  if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+    raise ValueError(f"x must be an array of shape [..., H={config.hidden_size}] (a jax or "
+                     f"numpy array), got {type(x).__name__}")
   if x.ndim < 1:
     raise ValueError(f"x must have rank >= 1 with last dimension H={config.hidden_size}, got a scalar")
   if x.shape[-1] != config.hidden_size:
@@ -71,6 +74,9 @@ def layer_dispatch(indices: jax.Array, config: MoEConfig) -> DispatchMeta:
   than the [E, C] buffer (`grouped_fits`); otherwise in the padded layout (batched
   einsums over all E*C rows). Both keep and drop the same slots.
   """
+  if indices.ndim != 2 or indices.shape[1] != config.top_k:
+    raise ValueError(f"indices must be [T, K={config.top_k}] (config.top_k), got shape "
+                     f"{indices.shape}")
   num_tokens = indices.shape[0]
   capacity = config.capacity(num_tokens)
   grouped = None
@@ -102,6 +108,8 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
     >>> y.shape
     (2, 16, 64)
   """
+  if not isinstance(config, MoEConfig):
+    raise ValueError(f"config must be a MoEConfig, got {type(config).__name__}")
   check_input(x, config)
   check_params(params, config)
   lead = x.shape[:-1]

@@ -20,6 +20,8 @@ _SIDECAR_FIELDS = ("num_experts", "top_k", "hidden_size", "intermediate_size",
 def init_param(key: jax.Array, name: str, config: MoEConfig) -> jax.Array:
   """One fresh parameter: router weight Kaiming-uniform (bound 1/sqrt(H)), expert
   matrices normal(0, 0.02), biases zero. `name` is a MoEParams field."""
+  if name not in MoEParams._fields:
+    raise ValueError(f"name must be one of {MoEParams._fields}, got {name!r}")
   shape = getattr(param_shapes(config), name)
   dt = config.param_dtype
   if name == "router_weight":
@@ -38,6 +40,12 @@ def init_params(key: jax.Array, config: MoEConfig) -> MoEParams:
 
 class MoELayer(nnx.Module):
   """GPT-OSS-style MoE layer for Flax NNX.
+
+  Args:
+    config: the layer's MoEConfig.
+    rngs: draws the fresh parameters when `params` is None.
+    params: a MoEParams to start from, kept as given, dtype included (config.param_dtype
+      applies to fresh parameters; `from_state_dict` and `from_safetensors` cast to it).
 
   Example:
     >>> layer = MoELayer(MoEConfig(num_experts=8, top_k=2, hidden_size=64,
@@ -85,9 +93,11 @@ class MoELayer(nnx.Module):
     """
     tensors, meta = convert.read_safetensors(path)
     params = convert.params_from_state_dict(tensors)
+    from_sidecar = {}
     if config is None:
       fields = convert.infer_sizes(params)
-      fields.update({k: meta[k] for k in _SIDECAR_FIELDS if k in meta})
+      from_sidecar = {k: meta[k] for k in _SIDECAR_FIELDS if k in meta and k not in overrides}
+      fields.update(from_sidecar)
       if "dtype" in meta:
         fields["dtype"] = fields["param_dtype"] = jnp.dtype(meta["dtype"])
       else:
@@ -98,8 +108,15 @@ class MoELayer(nnx.Module):
       config = MoEConfig(**fields)
     elif overrides:
       config = dataclasses.replace(config, **overrides)
-    return cls(config, rngs=nnx.Rngs(0),
-               params=MoEParams(*(p.astype(config.param_dtype) for p in params)))
+    try:
+      return cls(config, rngs=nnx.Rngs(0),
+                 params=MoEParams(*(p.astype(config.param_dtype) for p in params)))
+    except ValueError as err:
+      if not from_sidecar:
+        raise
+      sizes = ", ".join(f"{k}={v}" for k, v in from_sidecar.items())
+      raise ValueError(f"{err}\n(the config's {sizes} came from the sidecar "
+                       f"{convert.sidecar_path(path)!r}; its tensors disagree with it)") from None
 
   def to_state_dict(self, prefix: str = "") -> dict:
     """numpy arrays under the transformers GPT-OSS names (optionally prefixed, e.g. "mlp.")."""

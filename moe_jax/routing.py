@@ -78,7 +78,12 @@ def load_balancing_loss(logits: jax.Array, tokens_per_expert: jax.Array, top_k: 
   capacity drop), P_i the mean softmax probability of expert i over tokens.
   It is 1 for perfectly uniform routing.
   """
+  if logits.ndim != 2:
+    raise ValueError(f"logits must be [T, E], got shape {logits.shape}")
   num_tokens, num_experts = logits.shape
+  if tokens_per_expert.shape != (num_experts,):
+    raise ValueError(f"tokens_per_expert must be [E={num_experts}] (logits' last dimension), "
+                     f"got shape {tokens_per_expert.shape}")
   f = tokens_per_expert.astype(jnp.float32) / (num_tokens * top_k)  # [E]
   p = jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0)  # [E]
   return num_experts * jnp.sum(f * p)

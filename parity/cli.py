@@ -89,10 +89,18 @@ def _list_catalogue() -> str:
 def main(argv: list[str] | None = None) -> int:
   """Runs the parity suite; returns the exit code (0 all pass, 1 any failure, 2 usage)."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  args = _parser().parse_args(argv)
+  parser = _parser()
+  args = parser.parse_args(argv)
   if args.list:
     print(_list_catalogue())
     return 0
+  try:  # before any case runs: a report that cannot be written would lose the run
+    os.makedirs(args.out, exist_ok=True)
+    writable = os.access(args.out, os.W_OK | os.X_OK)
+  except OSError as err:
+    parser.error(f"--out {args.out}: cannot create the directory ({err.strerror})")
+  if not writable:
+    parser.error(f"--out {args.out}: the directory is not writable")
   small = (not _on_gpu()) if args.small is None else args.small
   jax_impl = args.jax_impl or ("both" if _on_gpu() else "xla")
   jax_impls = ["xla", "pallas"] if jax_impl == "both" else [jax_impl]

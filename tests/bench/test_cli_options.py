@@ -47,6 +47,41 @@ def test_bad_options_exit_2_naming_the_option(command, option, value, expected, 
   assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.parametrize("option, value, expected", [
+    ("--iters", "5", "argument --iters: expected >= 50 (the protocol's minimum; --quick is for "
+     "tests), got 5"),
+    ("--iters", "abc", "argument --iters: expected an integer, got 'abc'"),
+    ("--warmup", "-1", "argument --warmup: expected an integer >= 0, got '-1'"),
+    ("--rotate", "0", "argument --rotate: expected an integer >= 1, got '0'"),
+    ("--target-sample-ms", "-5", "argument --target-sample-ms: expected a finite number > 0, "
+     "got '-5'"),
+    ("--settle-s", "-2", "argument --settle-s: expected a finite number >= 0, got '-2'"),
+    ("--settle-s", "nan", "argument --settle-s: expected a finite number >= 0, got 'nan'"),
+    ("--deadline", "-1", "argument --deadline: expected a finite number > 0, got '-1'"),
+    ("--deadline", "0", "argument --deadline: expected a finite number > 0, got '0'"),
+])
+def test_bad_numbers_exit_2_naming_the_option(option, value, expected, capsys, tmp_path, no_run):
+  err = _refused(["--configs", "tiny", "--in-process", "--out", str(tmp_path / "out"), option,
+                  value], capsys)
+  assert err.strip().splitlines()[-1] == "moe-bench: error: " + expected, err
+  assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_an_unwritable_out_exits_2_before_running(command, capsys, tmp_path, no_run):
+  blocker = tmp_path / "file"
+  blocker.write_text("")  # a file where --out's parent directory should be
+  out = str(blocker / "out")
+  if command == "run":
+    argv = ["--configs", "tiny", "--quick", "--in-process", "--out", out]
+  else:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "results.jsonl").write_text('{"record": "env"}\n')
+    argv = ["report", str(tmp_path / "in"), "--out", out, "--no-plots"]
+  err = _refused(argv, capsys)
+  assert err.startswith(f"moe-bench: error: --out {out}: cannot create the directory ("), err
+
+
 def test_an_unknown_config_prints_no_traceback():
   out = subprocess.run([sys.executable, "-m", "bench.cli", "list", "--configs", "nosuch"],
                        capture_output=True, text=True, cwd=REPO, check=False,

@@ -1,5 +1,6 @@
 """make_dispatch(): sort, counts, positions, capacity and the drop mask, against NumPy."""
 import itertools
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -81,8 +82,16 @@ def test_capacity_formula():
   assert capacity_for(1.25, 4096, 4, 32) == 640
   assert capacity_for(0.01, 1, 1, 64) == 1
   assert capacity_for(1.1, 10, 1, 1) == 11  # exact decimal, not float rounding (12)
-  with pytest.raises(ValueError, match="capacity_factor must be > 0, got 0"):
+  assert capacity_for(1.25, 0, 2, 4) == 1  # no tokens: the one-slot minimum
+  with pytest.raises(ValueError, match="capacity_factor must be a finite number > 0, got 0"):
     capacity_for(0, 10, 2, 4)
+  for args, message in [((None, 10, 2, 4), "capacity_factor must be a finite number > 0, got None"),
+                        ((1.25, -5, 2, 4), "num_tokens must be an int >= 0, got -5"),
+                        ((1.25, 10, 0, 4), "top_k must be an int >= 1, got 0"),
+                        ((1.25, 10, 2, 0), "num_experts must be an int >= 1, got 0"),
+                        ((1.25, 10.0, 2, 4), "num_tokens must be an int >= 0, got 10.0")]:
+    with pytest.raises(ValueError, match=re.escape(message)):
+      capacity_for(*args)
 
 
 def test_bad_index_dtype():

@@ -169,6 +169,11 @@ def test_expert_weight_shapes_are_checked():
   with pytest.raises(ValueError, match=r"gate_up_proj must have shape \(3, 9, 8\).*got "
                      r"\(3, 8, 8\)"):
     binned_experts(jnp.ones((e, 2, 9)), **w, **kw)
+  # gate_up_proj the odd one out: 2I comes from the two weights that agree on it, so the
+  # error names gate_up_proj alone.
+  with pytest.raises(ValueError, match=r"^bad expert weights: gate_up_proj must have shape "
+                     r"\(3, 8, 8\) .*got \(3, 8, 6\)$"):
+    binned_experts(jnp.ones((e, 2, h)), **dict(w, gate_up_proj=jnp.ones((e, h, 6))), **kw)
   with pytest.raises(ValueError, match=r"buf must have shape \[E, C, H\], got shape \(6, 8\)"):
     binned_experts(jnp.ones((6, h)), **w, **kw)
   with pytest.raises(ValueError, match=r"gate_up_proj must have shape \[E, H=8, 2I\], got "

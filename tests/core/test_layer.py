@@ -198,6 +198,11 @@ def test_state_dict_round_trip_and_prefix():
     np.testing.assert_array_equal(a, b)
   with pytest.raises(ValueError, match=r"missing: \['router.bias'\]"):
     MoELayer.from_state_dict(cfg, {k: v for k, v in sd.items() if not k.endswith("router.bias")})
+  # Writable copies: an in-place edit of the state dict works and leaves the layer alone.
+  name = "mlp.router.weight"
+  kept = np.asarray(layer.params.router_weight).copy()
+  sd[name][0, 0] += 1.0
+  np.testing.assert_array_equal(np.asarray(layer.params.router_weight), kept)
 
 
 class TestValidation:
@@ -213,6 +218,25 @@ class TestValidation:
     with pytest.raises(ValueError, match=r"x must hold at least one token \(T = the product of "
                        r"its leading dimensions >= 1\), got shape \(2, 0, 32\)"):
       layer(jnp.ones((2, 0, 32)))
+
+  def test_config_and_array_types(self):
+    cfg = _config()
+    params = _params(cfg)
+    with pytest.raises(ValueError, match="config must be a MoEConfig, got dict"):
+      moe_forward(params, jnp.ones((2, 32)), dataclasses.asdict(cfg))
+    with pytest.raises(ValueError, match=r"x must be an array of shape \[..., H=32\] \(a jax or "
+                       r"numpy array\), got list"):
+      moe_forward(params, [[1.0] * 32], cfg)
+    with pytest.raises(ValueError, match=r"name must be one of \('router_weight', .*got 'foo'"):
+      moe_jax.init_param(jax.random.key(0), "foo", cfg)
+    with pytest.raises(ValueError, match=r"indices must be \[T, K=2\] \(config.top_k\), got "
+                       r"shape \(4, 1\)"):
+      moe_jax.layer_dispatch(jnp.zeros((4, 1), jnp.int32), cfg)
+    with pytest.raises(ValueError, match=r"tokens_per_expert must be \[E=4\] \(logits' last "
+                       r"dimension\), got shape \(3,\)"):
+      moe_jax.load_balancing_loss(jnp.zeros((8, 4)), jnp.array([4, 4, 4]), 2)
+    with pytest.raises(ValueError, match=r"logits must be \[T, E\], got shape \(8,\)"):
+      moe_jax.load_balancing_loss(jnp.zeros((8,)), jnp.array([4, 4, 4]), 2)
 
   def test_params_must_be_moe_params(self):
     cfg = _config()
@@ -322,3 +346,22 @@ def test_from_safetensors_rejects_other_files(tmp_path):
   with pytest.raises(ValueError, match=r"g.safetensors' is not a safetensors file: its header "
                      r"is not JSON"):
     MoELayer.from_safetensors(garbled)
+
+
+def test_from_safetensors_names_the_sidecar_when_it_disagrees(tmp_path):
+  import json
+
+  from moe_torch_ref import weights as W
+  cfg = W.WeightConfig(num_experts=4, top_k=2, hidden_size=8, intermediate_size=4,
+                       dtype="float32")
+  path = tmp_path / "w.safetensors"
+  W.save(path, W.generate(cfg, "nonzero-bias"), cfg)
+  sidecar = tmp_path / "w.safetensors.json"
+  meta = json.loads(sidecar.read_text())
+  assert meta["config"]["hidden_size"] == 8
+  meta["config"]["hidden_size"] = 16
+  sidecar.write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match=r"(?s)bad MoE parameters .*came from the sidecar "
+                     r"'.*w.safetensors.json'"):
+    MoELayer.from_safetensors(path)
+  assert MoELayer.from_safetensors(path, hidden_size=8).config.hidden_size == 8  # overridden

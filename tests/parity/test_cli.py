@@ -103,3 +103,15 @@ def test_unknown_case_is_a_usage_error(capsys):
     cli.main(["--cases", "no-such-case"])
   assert exc.value.code == 2
   assert "no-such-case" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_is_a_usage_error_before_any_case(tmp_path, capsys, monkeypatch):
+  def run_case(*args, **kwargs):
+    raise AssertionError("a case ran")
+  monkeypatch.setattr(cli.run, "run_case", run_case)
+  blocker = tmp_path / "file"
+  blocker.write_text("")  # a file where --out's parent directory should be
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["--cases", "ties", "--no-progress", "--out", str(blocker / "out")])
+  assert exc.value.code == 2
+  assert f"--out {blocker / 'out'}: cannot create the directory (" in capsys.readouterr().err
