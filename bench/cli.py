@@ -31,9 +31,9 @@ def _csv(value: str | None) -> list[str] | None:
   return items or None
 
 
-def _usage_error(message: str) -> SystemExit:
+def _usage_error(message: str, prog: str = "moe-bench") -> SystemExit:
   """A bad option: the message on stderr and exit status 2, argparse's, with no traceback."""
-  print(f"moe-bench: error: {message}", file=sys.stderr)
+  print(f"{prog}: error: {message}", file=sys.stderr)
   return SystemExit(2)
 
 
@@ -53,14 +53,17 @@ def _number(kind, *, least: float, strict: bool = False):
   return parse
 
 
-def _writable_dir(path: str) -> str:
-  """Creates `path` if needed and checks it can be written, before any work is done."""
+def _writable_dir(given: str | None, default: str, prog: str = "moe-bench") -> str:
+  """The output directory (--out, else `default`), created if needed and checked
+  writable before any work is done."""
+  path = given or default
+  name = f"--out {path}" if given else f"the output directory {path} (--out's default)"
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as err:
-    raise _usage_error(f"--out {path}: cannot create the directory ({err.strerror})") from None
+    raise _usage_error(f"{name}: cannot create the directory ({err.strerror})", prog) from None
   if not os.access(path, os.W_OK | os.X_OK):
-    raise _usage_error(f"--out {path}: the directory is not writable")
+    raise _usage_error(f"{name}: the directory is not writable", prog)
   return path
 
 
@@ -197,8 +200,8 @@ def _progress(total: int):
 def run_main(argv: Sequence[str]) -> int:
   args = _run_parser().parse_args(argv)
   if not args.quick and args.iters < MIN_ITERS:
-    raise _usage_error(f"argument --iters: expected >= {MIN_ITERS} (the protocol's minimum; "
-                       f"--quick is for tests), got {args.iters}")
+    raise _usage_error(f"argument --iters: expected an integer >= {MIN_ITERS} (the protocol's "
+                       f"minimum; --quick is for tests), got {args.iters}")
   try:
     if args.quick:
       protocol = Protocol(warmup=1, iters=5, rotate=2, target_sample_ms=0.5,
@@ -212,7 +215,7 @@ def run_main(argv: Sequence[str]) -> int:
   _, cases = _plan(args, environment)
   _check_jax_backend(environment, {case.framework for case in cases})
   out_dir = _writable_dir(
-      args.out or os.path.join(REPO, "bench", "results", env_lib.slug(environment["device"])))
+      args.out, os.path.join(REPO, "bench", "results", env_lib.slug(environment["device"])))
   isolate = environment["gpu"] if args.isolate is None else args.isolate
   from bench import orchestrate  # pylint: disable=import-outside-toplevel
   bar, on_record = _progress(len(cases))
@@ -248,8 +251,9 @@ def report_main(argv: Sequence[str]) -> int:
           "must be a results.jsonl or a directory holding one, not empty); nothing written",
           file=sys.stderr)
     return 2
-  out_dir = _writable_dir(args.out or (args.inputs[0] if os.path.isdir(args.inputs[0])
-                                       else os.path.dirname(args.inputs[0]) or "."))
+  first = args.inputs[0]
+  out_dir = _writable_dir(args.out, first if os.path.isdir(first) else os.path.dirname(first)
+                          or ".", prog="moe-bench report")
   merged_path = os.path.join(out_dir, "results.jsonl")
   sources = {os.path.abspath(i if not os.path.isdir(i) else os.path.join(i, "results.jsonl"))
              for i in args.inputs}

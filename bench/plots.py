@@ -20,14 +20,15 @@ import numpy as np  # pylint: disable=wrong-import-position
 from bench import configs  # pylint: disable=wrong-import-position
 
 COLORS = {"jax": "#1f77b4", "torch": "#d62728"}
-# Lines of one framework share its colour family and differ in shade and marker.
+# Line plots: each implementation its own colour and marker, from its framework's set
+# (blue-green for JAX, red-orange for torch), the same in every plot of a run.
 _SHADES = {"jax": ("#1f77b4", "#17becf", "#0b3d91", "#6baed6", "#2ca02c"),
            "torch": ("#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22")}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def _styles(labels) -> dict[str, dict]:
-  """matplotlib style (color, marker) per "framework:impl" label, distinct within a plot."""
+  """matplotlib style (color, marker) per "framework:impl" label, distinct per label."""
   out, seen = {}, {}
   for lab in sorted(set(labels)):
     fw = lab.split(":")[0]
@@ -41,8 +42,12 @@ def _ok(r: dict) -> bool:
   return r.get("status") == "ok" and r.get("wall_ms_median") is not None
 
 
+def _impl(r: dict) -> str:
+  return f"{r['framework']}:{r['impl']}"
+
+
 def _label(r: dict) -> str:
-  return f"{r['framework']}:{r['impl']}" + (" !" if r.get("parity_ok") is False else "")
+  return _impl(r) + (" !" if r.get("parity_ok") is False else "")
 
 
 def _empty(path: str, text: str) -> None:
@@ -92,17 +97,17 @@ def latency(rows: Sequence[dict], path: str) -> str | None:
   return path
 
 
-def throughput(rows: Sequence[dict], path: str) -> str | None:
+def throughput(rows: Sequence[dict], path: str, style: dict | None = None) -> str | None:
   sel = [r for r in rows if _ok(r) and r.get("sweep") == "tokens" and r["component"] == "layer"]
   if not sel:
     return _empty(path, "no token sweep in these results")
   fig, ax = plt.subplots(figsize=(8, 5))
-  style = _styles(_label(r) for r in sel)
-  for (lab, mode) in sorted({(_label(r), r["mode"]) for r in sel}):
+  style = style or _styles(_impl(r) for r in sel)
+  for (lab, impl, mode) in sorted({(_label(r), _impl(r), r["mode"]) for r in sel}):
     pts = sorted((r["T"], r["tokens_per_s"]) for r in sel if _label(r) == lab and r["mode"] == mode)
     xs, ys = zip(*pts)
     ax.plot(xs, ys, linestyle="-" if mode == "fwd" else "--", label=f"{lab} {mode}",
-            **style[lab])
+            **style[impl])
   ax.set_xscale("log", base=2)
   ax.set_yscale("log")
   ax.set_xlabel("tokens T")
@@ -168,18 +173,18 @@ def expert_load(rows: Sequence[dict], path: str) -> str | None:
   return path
 
 
-def capacity(rows: Sequence[dict], path: str) -> str | None:
+def capacity(rows: Sequence[dict], path: str, style: dict | None = None) -> str | None:
   sel = [r for r in rows if _ok(r) and r.get("sweep") == "capacity"]
   if not sel:
     return _empty(path, "no capacity sweep in these results")
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-  style = _styles(_label(r) for r in sel)
+  style = style or _styles(_impl(r) for r in sel)
   for (lab, comp, mode) in sorted({(_label(r), r["component"], r["mode"]) for r in sel}):
     pts = sorted((r["capacity_factor"], r["wall_ms_median"], r.get("drop_rate") or 0.0)
                  for r in sel if (_label(r), r["component"], r["mode"]) == (lab, comp, mode))
     cf, ms, drop = zip(*pts)
     ax1.plot(cf, ms, linestyle="-" if mode == "fwd" else "--", label=f"{lab} {comp} {mode}",
-             **style[lab])
+             **style[lab.removesuffix(" !")])
     ax2.plot(cf, drop, marker="o", color="k")
   ax1.set_yscale("log")
   ax1.set(xlabel="capacity factor", ylabel="median wall ms", title="time against capacity")
@@ -195,9 +200,10 @@ def all_plots(rows: Sequence[dict], out_dir: str) -> list[str]:
   """Writes every plot into out_dir; returns the paths of those with data (one without
   is a placeholder, left unlinked)."""
   os.makedirs(out_dir, exist_ok=True)
+  style = _styles(_impl(r) for r in rows if _ok(r))  # one style per implementation
   paths = [latency(rows, os.path.join(out_dir, "latency.png")),
-          throughput(rows, os.path.join(out_dir, "throughput_vs_tokens.png")),
+          throughput(rows, os.path.join(out_dir, "throughput_vs_tokens.png"), style),
           roofline(rows, os.path.join(out_dir, "roofline.png")),
           expert_load(rows, os.path.join(out_dir, "expert_load.png")),
-          capacity(rows, os.path.join(out_dir, "capacity_sweep.png"))]
+          capacity(rows, os.path.join(out_dir, "capacity_sweep.png"), style)]
   return [p for p in paths if p is not None]

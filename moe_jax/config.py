@@ -34,17 +34,23 @@ def check_implementation(implementation: str | None) -> None:
 def capacity_for(capacity_factor: float, num_tokens: int, top_k: int, num_experts: int) -> int:
   """Static per-expert capacity C = ceil(capacity_factor * T * K / E), at least 1.
 
-  The product is exact on the decimal value of capacity_factor (its shortest repr),
-  so 1.1 * 10 / 1 gives 11, not the 12 of float rounding; moe_torch_ref uses the
-  same rule, so both sides drop the same slots.
+  The product is exact on the decimal value of capacity_factor (its shortest repr, a
+  NumPy float's in its own precision), so 1.1 * 10 / 1 gives 11, not the 12 of float
+  rounding; moe_torch_ref uses the same rule, so both sides drop the same slots.
   """
+  if isinstance(capacity_factor, jax.Array) and capacity_factor.ndim == 0:
+    capacity_factor = np.asarray(capacity_factor)[()]  # a concrete JAX scalar: its NumPy twin
   _check_real("capacity_factor", capacity_factor, "a finite number > 0")
   for name, value, least in (("num_tokens", num_tokens, 0), ("top_k", top_k, 1),
                              ("num_experts", num_experts, 1)):
     is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if not is_int or value < least:
       raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
-  exact = fractions.Fraction(repr(float(capacity_factor))) * num_tokens * top_k / num_experts
+  # A NumPy float's shortest decimal in its own precision: np.float32(1.1) is 1.1 here,
+  # not the 1.100000023841858 it widens to.
+  text = str(capacity_factor) if isinstance(capacity_factor, np.floating) else repr(
+      float(capacity_factor))
+  exact = fractions.Fraction(text) * num_tokens * top_k / num_experts
   return max(1, math.ceil(exact))
 
 

@@ -44,8 +44,9 @@ class MoELayer(nnx.Module):
   Args:
     config: the layer's MoEConfig.
     rngs: draws the fresh parameters when `params` is None.
-    params: a MoEParams to start from, kept as given, dtype included (config.param_dtype
-      applies to fresh parameters; `from_state_dict` and `from_safetensors` cast to it).
+    params: a MoEParams to start from, taken as `jnp.asarray` gives them, in their own
+      dtype (config.param_dtype applies to fresh parameters; `from_state_dict` and
+      `from_safetensors` cast to it).
 
   Example:
     >>> layer = MoELayer(MoEConfig(num_experts=8, top_k=2, hidden_size=64,
@@ -93,11 +94,15 @@ class MoELayer(nnx.Module):
     """
     tensors, meta = convert.read_safetensors(path)
     params = convert.params_from_state_dict(tensors)
-    from_sidecar = {}
     if config is None:
       fields = convert.infer_sizes(params)
-      from_sidecar = {k: meta[k] for k in _SIDECAR_FIELDS if k in meta and k not in overrides}
-      fields.update(from_sidecar)
+      clash = {k: (meta[k], v) for k, v in fields.items()
+               if k in meta and k not in overrides and meta[k] != v}
+      if clash:
+        said = ", ".join(f"{k}={a} where the tensors give {b}" for k, (a, b) in clash.items())
+        raise ValueError(f"the sidecar {convert.sidecar_path(path)!r} disagrees with the "
+                         f"tensors of {os.fspath(path)!r}: {said}")
+      fields.update({k: meta[k] for k in _SIDECAR_FIELDS if k in meta})
       if "dtype" in meta:
         fields["dtype"] = fields["param_dtype"] = jnp.dtype(meta["dtype"])
       else:
@@ -108,15 +113,8 @@ class MoELayer(nnx.Module):
       config = MoEConfig(**fields)
     elif overrides:
       config = dataclasses.replace(config, **overrides)
-    try:
-      return cls(config, rngs=nnx.Rngs(0),
-                 params=MoEParams(*(p.astype(config.param_dtype) for p in params)))
-    except ValueError as err:
-      if not from_sidecar:
-        raise
-      sizes = ", ".join(f"{k}={v}" for k, v in from_sidecar.items())
-      raise ValueError(f"{err}\n(the config's {sizes} came from the sidecar "
-                       f"{convert.sidecar_path(path)!r}; its tensors disagree with it)") from None
+    return cls(config, rngs=nnx.Rngs(0),
+               params=MoEParams(*(p.astype(config.param_dtype) for p in params)))
 
   def to_state_dict(self, prefix: str = "") -> dict:
     """numpy arrays under the transformers GPT-OSS names (optionally prefixed, e.g. "mlp.")."""

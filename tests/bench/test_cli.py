@@ -1,6 +1,7 @@
 """End to end on the CPU: `moe-bench --quick` writes data, tables and plots; `report` merges."""
 import json
 import os
+import re
 
 import pytest
 
@@ -69,8 +70,6 @@ def test_report_names_the_settle_time(run):
   assert "each row run with --settle-s ran back to back" in report.markdown(records)
 
 
-
-
 def test_report_merges_runs(run, tmp_path, capsys):
   out, _ = run
   merged = str(tmp_path / "merged")
@@ -115,3 +114,16 @@ def test_merge_and_ranking_prefer_checked_rows():
   best = report.best_rows([checked, other, dict(key, impl="x", wall_ms_median=0.2,
                                                 parity_ok=False)])
   assert best[("c", "layer", "fwd")]["jax"]["wall_ms_median"] == 2.0  # only checked rows rank
+
+
+def test_report_of_a_results_file_in_the_working_directory(tmp_path, monkeypatch, capsys):
+  # The default output directory of `report results.jsonl` is ".", the file's own.
+  src = os.path.join(os.path.dirname(cli.__file__), "results", "nvidia-h200", "targets-bd196d3",
+                     "notebook")  # a committed run
+  with open(os.path.join(src, "results.jsonl")) as f:
+    data = f.read()
+  (tmp_path / "results.jsonl").write_text(data)
+  monkeypatch.chdir(tmp_path)
+  assert cli.main(["report", "results.jsonl", "--no-plots"]) == 0
+  assert re.search(r"^\| notebook +\| layer ", (tmp_path / "results.md").read_text(), re.M)
+  assert (tmp_path / "results.jsonl").read_text() == data  # the input, not rewritten

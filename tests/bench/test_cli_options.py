@@ -48,8 +48,8 @@ def test_bad_options_exit_2_naming_the_option(command, option, value, expected, 
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--iters", "5", "argument --iters: expected >= 50 (the protocol's minimum; --quick is for "
-     "tests), got 5"),
+    ("--iters", "5", "argument --iters: expected an integer >= 50 (the protocol's minimum; "
+     "--quick is for tests), got 5"),
     ("--iters", "abc", "argument --iters: expected an integer, got 'abc'"),
     ("--warmup", "-1", "argument --warmup: expected an integer >= 0, got '-1'"),
     ("--rotate", "0", "argument --rotate: expected an integer >= 1, got '0'"),
@@ -79,7 +79,9 @@ def test_an_unwritable_out_exits_2_before_running(command, capsys, tmp_path, no_
     (tmp_path / "in" / "results.jsonl").write_text('{"record": "env"}\n')
     argv = ["report", str(tmp_path / "in"), "--out", out, "--no-plots"]
   err = _refused(argv, capsys)
-  assert err.startswith(f"moe-bench: error: --out {out}: cannot create the directory ("), err
+  prog = "moe-bench" if command == "run" else "moe-bench report"
+  assert err.startswith(f"{prog}: error: --out {out}: cannot create the directory ("), err
+
 
 
 def test_an_unknown_config_prints_no_traceback():

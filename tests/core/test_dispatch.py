@@ -82,6 +82,10 @@ def test_capacity_formula():
   assert capacity_for(1.25, 4096, 4, 32) == 640
   assert capacity_for(0.01, 1, 1, 64) == 1
   assert capacity_for(1.1, 10, 1, 1) == 11  # exact decimal, not float rounding (12)
+  assert capacity_for(np.float32(1.1), 10, 1, 1) == 11  # float32's 1.1, not its float64 widening
+  assert capacity_for(np.float64(1.1), 10, 1, 1) == 11
+  assert capacity_for(np.float32(1.25), 4096, 4, 32) == 640
+  assert capacity_for(jnp.float32(1.1), 10, 1, 1) == 11  # a concrete JAX scalar
   assert capacity_for(1.25, 0, 2, 4) == 1  # no tokens: the one-slot minimum
   with pytest.raises(ValueError, match="capacity_factor must be a finite number > 0, got 0"):
     capacity_for(0, 10, 2, 4)

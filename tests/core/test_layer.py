@@ -361,7 +361,11 @@ def test_from_safetensors_names_the_sidecar_when_it_disagrees(tmp_path):
   assert meta["config"]["hidden_size"] == 8
   meta["config"]["hidden_size"] = 16
   sidecar.write_text(json.dumps(meta))
-  with pytest.raises(ValueError, match=r"(?s)bad MoE parameters .*came from the sidecar "
-                     r"'.*w.safetensors.json'"):
+  with pytest.raises(ValueError, match=r"the sidecar '.*w.safetensors.json' disagrees with the "
+                     r"tensors of '.*w.safetensors': hidden_size=16 where the tensors give 8$"):
     MoELayer.from_safetensors(path)
   assert MoELayer.from_safetensors(path, hidden_size=8).config.hidden_size == 8  # overridden
+  # A wrong override is the caller's: the error does not blame the sidecar.
+  with pytest.raises(ValueError, match=r"bad MoE parameters") as err:
+    MoELayer.from_safetensors(path, hidden_size=8, intermediate_size=5)
+  assert "sidecar" not in str(err.value)
