@@ -1,7 +1,7 @@
 """Differentiable dispatch ops: `binned_gather` and `binned_scatter`.
 
 Each is a `jax.custom_vjp` written once over the row primitives of
-`moe_jax.kernels` (gather_rows, combine_rows, slot_dots), so the same VJP serves
+`moe_jax.kernels` (scatter_rows, gather_rows, combine_rows, slot_dots), so the same VJP serves
 the "xla" and "pallas" implementations:
 
   gather:  fwd  buf[r]  = x[token(r)]                       (pack)

@@ -25,14 +25,16 @@ MODULE_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 
 
 def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
+  return (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, (bool, np.bool_)))
 
 
 def capacity(capacity_factor: float, num_tokens: int, top_k: int, num_experts: int) -> int:
   """Expert capacity C = ceil(capacity_factor * T * K / E).
 
   The product is computed exactly on the decimal value of `capacity_factor` (its
-  shortest repr), so 1.1 * 10 / 1 gives 11, not the 12 that float rounding would.
+  shortest repr; a NumPy float's in its own precision), so 1.1 * 10 / 1 gives 11, not
+  the 12 that float rounding would.
 
   Args:
     capacity_factor: finite float > 0.
@@ -53,8 +55,10 @@ def capacity(capacity_factor: float, num_tokens: int, top_k: int, num_experts: i
                            ("num_experts", num_experts, 1)):
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
       raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-  exact = fractions.Fraction(repr(float(capacity_factor))) * num_tokens * top_k / num_experts
-  return math.ceil(exact)
+  # A NumPy float's shortest decimal in its own precision (np.float32(1.1) is 1.1).
+  text = str(capacity_factor) if isinstance(capacity_factor, np.floating) else repr(
+      float(capacity_factor))
+  return math.ceil(fractions.Fraction(text) * num_tokens * top_k / num_experts)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -5,8 +5,10 @@
 "xla" is `reference.tile_glu(_grad)`, "pallas" the kernels of `glu.py`.
 `gmm_glu(lhs [R,K], rhs [E,K,2I], bias [E,2I], tile_group [R/TM]) -> [R,I]` is `gmm`
 then `tile_glu` in one op: on a Hopper GPU one Mosaic GPU kernel whose epilogue runs the GLU
-(`grouped_matmul_mgpu.gmm_glu`), so h never reaches HBM (with `return_h`, for training,
-it also writes h, which is then never read back); elsewhere the two ops.
+(`grouped_matmul_mgpu.gmm_glu`, or `grouped_matmul_pingpong.gmm_glu` at 192-column
+blocks), so h never reaches HBM (with `return_h`, for training, it also writes h, which
+the backward's `tile_glu_grad` reads, instead of a second forward op reading it back);
+elsewhere the two ops.
 `implementation` and `interpret` behave as in `api`.
 """
 from __future__ import annotations

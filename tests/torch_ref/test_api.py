@@ -36,6 +36,14 @@ def test_capacity_formula(cf, t, k, e, want):
   assert want == math.ceil(round(cf * t * k / e, 9))
 
 
+def test_capacity_reads_numpy_floats_at_their_own_precision():
+  # The same rule as moe_jax.capacity_for, so both sides drop the same slots.
+  import moe_jax
+  for cf in (np.float32(1.1), np.float64(1.1), np.float32(1.25), np.float16(0.5)):
+    assert mtr.capacity(cf, 10, 1, 1) == moe_jax.capacity_for(cf, 10, 1, 1)
+  assert mtr.capacity(np.float32(1.1), 10, 1, 1) == 11
+
+
 @pytest.mark.parametrize("cf", [0, -1.0, float("nan"), float("inf"), None, True])
 def test_capacity_rejects_bad_factor(cf):
   with pytest.raises(ValueError, match="capacity_factor must be a finite number > 0"):
