@@ -1,8 +1,8 @@
 #!/bin/bash
 # The speed issue's targets with the code at hand, on whichever GPU runs it: the
-# same moe-bench runs as `bench/results/nvidia-h200/b2b-protocol/run.sh`, from the repository root
-# on the GPU machine ($OUT set). Each moe-bench run times both frameworks the same way,
-# in one process, with its own floors.
+# moe-bench runs of `bench/results/nvidia-h200/b2b-protocol/run.sh` (B with one row
+# more), from the repository root on the GPU machine ($OUT set). Each moe-bench run
+# times both frameworks the same way, in one process, with its own floors.
 #   A: gpt-oss-20b layer (every fast row of both frameworks), the routing-bench pack and
 #      combine, the notebook config (334 s on an H200, 2026-12-05)
 #   B: sonic-medium layer, with the padded xla/binned for target 6 (dropless within 10%
