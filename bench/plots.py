@@ -202,8 +202,8 @@ def all_plots(rows: Sequence[dict], out_dir: str) -> list[str]:
   os.makedirs(out_dir, exist_ok=True)
   style = _styles(_impl(r) for r in rows if _ok(r))  # one style per implementation
   paths = [latency(rows, os.path.join(out_dir, "latency.png")),
-          throughput(rows, os.path.join(out_dir, "throughput_vs_tokens.png"), style),
-          roofline(rows, os.path.join(out_dir, "roofline.png")),
-          expert_load(rows, os.path.join(out_dir, "expert_load.png")),
-          capacity(rows, os.path.join(out_dir, "capacity_sweep.png"), style)]
+           throughput(rows, os.path.join(out_dir, "throughput_vs_tokens.png"), style),
+           roofline(rows, os.path.join(out_dir, "roofline.png")),
+           expert_load(rows, os.path.join(out_dir, "expert_load.png")),
+           capacity(rows, os.path.join(out_dir, "capacity_sweep.png"), style)]
   return [p for p in paths if p is not None]
