@@ -11,10 +11,13 @@ PY := $(VENV)/bin/python
 # already there, so to swap a torch build for another, `make clean` first.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-# Where nvidia-smi is on PATH, moe-bench plans the GPU suite, so JAX must be its CUDA build
-# (the `cuda` extra); with the CPU build moe-bench stops rather than time JAX on the CPU.
+# Where nvidia-smi is on PATH, moe-bench plans the GPU suite, so JAX must be its CUDA build;
+# with the CPU build moe-bench stops rather than time JAX on the CPU. The CUDA 13 wheels
+# (`cuda13`) need a driver >= 580; an older driver gets the CUDA 12 ones (`cuda12`).
 comma := ,
-EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda$(comma))test$(comma)bench
+DRIVER_MAJOR := $(shell nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1 | cut -d. -f1)
+CUDA_EXTRA := $(if $(DRIVER_MAJOR),$(if $(shell test "$(DRIVER_MAJOR)" -ge 580 2>/dev/null && echo y),cuda13,cuda12))
+EXTRAS ?= $(if $(CUDA_EXTRA),$(CUDA_EXTRA)$(comma))test$(comma)bench
 STAMP := $(VENV)/.installed
 SETTINGS := $(VENV)/.install-settings
 PYTEST_ARGS ?=
