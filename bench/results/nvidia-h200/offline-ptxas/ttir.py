@@ -67,6 +67,13 @@ CASES.update({  # the other row kernels of the layer, at their default tiles
         _z(R, H), _z(T, K, **I32), _z(T, K, **F32), bias=_z(E, H), bias_index=_z(T, K, **I32),
         **P),
     "combine_rows": lambda: kernels.combine_rows(_z(R, H), _z(T, K, **I32), **P),
+})
+CASES.update({  # variant 53: x's gradient, the router's dlogits . W as the matmul term
+    f"combine_rows_matmul_e{e}": (lambda e=e: lambda: kernels.combine_rows(
+        _z(R, H), _z(T, K, **I32), matmul_lhs=_z(T, e, **F32), matmul_rhs=_z(e, H), **P))()
+    for e in (32, 64, 128, 256)
+})
+CASES.update({
     "tile_glu": lambda: kernels.tile_glu(_z(143 * 128, 2 * H), _z(E, 2 * H, **F32),
                                          _z(143, **I32), _z(143, **I32),
                                          activation="gpt_oss_glu", **P),
