@@ -24,12 +24,14 @@ deterministic.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from moe_jax import kernels
+from moe_jax import kernels, routing
 from moe_jax.config import check_implementation
 from moe_jax.dispatch import DispatchMeta
 
@@ -232,3 +234,107 @@ def binned_scatter(y: jax.Array, meta: DispatchMeta, weights: jax.Array, *,
   return _scatter(rows, weights.astype(jnp.float32), bias, meta.combine_index, slot_expert,
                   meta.gather_token, meta.gather_slot, _rows_used(meta, skip_unused),
                   implementation)
+
+
+# The most experts for which routed_gather's backward puts the router's term in the
+# combine: its registers grow with E (offline ptxas at gpt-oss-20b's [16, 128] tile: 48
+# without the term, 85 at E = 32, 123 at 64, 172 at 128), and only E <= 64 is measured.
+FUSED_MAX_EXPERTS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterFront:
+  """How `routed_gather` routes and dispatches (static; its callables are hashed by id).
+
+  Attributes:
+    route_logits: (logits [T, E] f32, bias [E] f32) -> (logits + bias, indices [T, K],
+      weights [T, K]), e.g. `routing.route_logits` with its options bound.
+    dispatch: indices [T, K] -> `DispatchMeta`, e.g. `forward.layer_dispatch` with its
+      config bound.
+    precision: of the router GEMM.
+    implementation: of the pack and of the x gradient's combine.
+    skip_unused: on a grouped dispatch, leave the unused tiles' rows unwritten (as
+      `binned_gather`'s skip_unused).
+  """
+  route_logits: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
+  dispatch: Callable[[jax.Array], DispatchMeta]
+  precision: jax.lax.Precision | None = None
+  implementation: str | None = None
+  skip_unused: bool = False
+
+
+def routed_gather(x: jax.Array, router_weight: jax.Array, router_bias: jax.Array,
+                  front: RouterFront
+                  ) -> tuple[jax.Array, jax.Array, jax.Array, DispatchMeta, jax.Array]:
+  """The router, the dispatch and `binned_gather` as one differentiable op.
+
+  The values are those of `routing.router_logits`, `front.route_logits`,
+  `front.dispatch` and `binned_gather` called in turn. Its VJP differs in one place:
+  x's gradient has two terms, the pack's (a combine of the rows' gradient) and the
+  router's (dlogits @ W). For a bfloat16 x and E <= `FUSED_MAX_EXPERTS`, one
+  `combine_rows` computes both, with the router's as its matmul term; separately they
+  cost a GEMM writing [T, H] and an add reading both terms (bench/NOTES.md, variant
+  53). Otherwise XLA's product and an add, at the router GEMM's precision.
+
+  Args:
+    x: [T, H] tokens (the router GEMM's dtype).
+    router_weight: [E, H]; router_bias: [E].
+    front: the routing and dispatch options.
+
+  Returns:
+    (logits + bias [T, E] f32, indices [T, K] int32, weights [T, K] f32, meta, rows in
+    meta's buffer shape, x's dtype).
+  """
+  routing.check_router_inputs(x, router_weight, router_bias)
+  if not isinstance(front, RouterFront):
+    raise ValueError(f"front must be a RouterFront, got {type(front).__name__}")
+  rows, outs = _routed_gather(x, router_weight, router_bias, front)
+  meta = outs[3]
+  return outs[:3] + (meta, rows.reshape(_buffer_shape(meta, x.shape[1])))
+
+
+def _front(x, router_weight, router_bias, front, route_logits):
+  """(rows [R, H], (z, indices, weights, meta)), with `route_logits` applied to the
+  logits and the f32 bias; also returns route_logits' extra result, if any."""
+  logits = routing.router_logits(x, router_weight, precision=front.precision)
+  routed, extra = route_logits(logits, router_bias.astype(jnp.float32))
+  meta = front.dispatch(routed[1])
+  rows = _pack(x, meta.gather_token, meta.combine_index, front.implementation,
+               rows_used=_rows_used(meta, front.skip_unused and meta.grouped))
+  return (rows, tuple(routed) + (meta,)), extra
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _routed_gather(x, router_weight, router_bias, front):
+  return _front(x, router_weight, router_bias, front,
+                lambda z, b: (front.route_logits(z, b), None))[0]
+
+
+def _routed_gather_fwd(x, router_weight, router_bias, front):
+  out, route_vjp = _front(x, router_weight, router_bias, front,
+                          lambda z, b: jax.vjp(front.route_logits, z, b))
+  return out, (x, router_weight, router_bias, out[1][3].combine_index, route_vjp)
+
+
+def _routed_gather_bwd(front, res, cotangents):
+  x, router_weight, router_bias, combine_index, route_vjp = res
+  d_rows, (dz, d_indices, d_weights, _) = cotangents
+  d_logits, d_bias = route_vjp((dz, d_indices, d_weights))  # [T, E] f32, [E] f32
+  w = router_weight.astype(x.dtype)
+  if x.dtype == jnp.bfloat16 and w.shape[0] <= FUSED_MAX_EXPERTS:
+    dx = kernels.combine_rows(d_rows, combine_index, None, matmul_lhs=d_logits, matmul_rhs=w,
+                              out_dtype=x.dtype, implementation=front.implementation)
+  else:
+    dx = kernels.combine_rows(d_rows, combine_index, None, out_dtype=x.dtype,
+                              implementation=front.implementation)
+    dx = dx + jnp.dot(d_logits, w, precision=front.precision,
+                      preferred_element_type=jnp.float32).astype(x.dtype)
+  # As autodiff of router_logits: the product in f32, rounded to x's dtype (the GEMM's
+  # operand dtype), then to the weight's own.
+  d_weight = jnp.einsum("te,th->eh", d_logits, x, precision=front.precision,
+                        preferred_element_type=jnp.float32)
+  d_weight = d_weight.astype(x.dtype).astype(router_weight.dtype)
+  return dx, d_weight, d_bias.astype(router_bias.dtype)
+
+
+_routed_gather.defvjp(_routed_gather_fwd, _routed_gather_bwd)

@@ -1,6 +1,7 @@
 """`moe_forward`: the functional MoE layer (route -> dispatch -> experts -> combine)."""
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -117,15 +118,18 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
   precision = config.lax_precision
   impl = config.implementation
 
-  logits, indices, weights = routing.route(
-      x2, params.router_weight, params.router_bias, top_k=config.top_k, kind=config.router,
-      normalize_topk=config.normalize_topk, precision=precision, implementation=impl)
-  meta = layer_dispatch(indices, config)
-  # On the grouped layout nothing reads the unused tiles' rows (the matmuls skip those
-  # tiles, the combine and the packs read slots' rows): their zeros go unwritten.
+  # route -> layer_dispatch -> binned_gather, with one kernel for x's gradient. On the
+  # grouped layout nothing reads the unused tiles' rows (the matmuls skip those tiles,
+  # the combine and the packs read slots' rows): their zeros go unwritten.
+  front = binned.RouterFront(
+      route_logits=functools.partial(
+          routing.route_logits, top_k=config.top_k, kind=config.router,
+          normalize_topk=config.normalize_topk, implementation=impl),
+      dispatch=functools.partial(layer_dispatch, config=config),
+      precision=precision, implementation=impl, skip_unused=True)
+  logits, indices, weights, meta, rows = binned.routed_gather(
+      x2, params.router_weight, params.router_bias, front)  # rows [E, C, H] or [R, H]
   skip = meta.grouped
-  rows = binned.binned_gather(x2, meta, implementation=impl,
-                              skip_unused=skip)  # [E, C, H] or [R, H]
   mlp_kwargs = dict(activation=config.activation, alpha=config.swiglu_alpha,
                     limit=config.swiglu_limit, precision=precision)
   # The down bias is left to the combine, which adds it per kept slot in f32: no

@@ -44,7 +44,16 @@ def route(
     index), routing weights [T, K] float32.
   """
   check_choice("kind", kind, ROUTERS)
-  kernels.resolve_implementation(implementation)  # an unknown name raises for either kind
+  check_router_inputs(x, router_weight, router_bias)
+  logits = router_logits(x, router_weight, precision=precision)
+  return route_logits(logits, router_bias.astype(jnp.float32), top_k=top_k, kind=kind,
+                      normalize_topk=normalize_topk, implementation=implementation)
+
+
+def check_router_inputs(x: jax.Array, router_weight: jax.Array,
+                        router_bias: jax.Array) -> None:
+  """Raises a ValueError naming the argument unless x is [T, H], router_weight [E, H]
+  and router_bias [E]."""
   if x.ndim != 2:
     raise ValueError(f"x must have shape [T, H], got shape {x.shape} (moe_forward flattens "
                      "leading dimensions; route does not)")
@@ -55,11 +64,28 @@ def route(
   if router_bias.shape != (num_experts,):
     raise ValueError(f"router_bias must have shape [E]=({num_experts},), got shape "
                      f"{router_bias.shape}")
+
+
+def router_logits(x: jax.Array, router_weight: jax.Array, *,
+                  precision: jax.lax.Precision | None = None) -> jax.Array:
+  """The router GEMM before its bias: [T, H] x [E, H] -> [T, E] float32 (x's dtype in)."""
+  return jnp.einsum("th,eh->te", x, router_weight.astype(x.dtype), precision=precision,
+                    preferred_element_type=jnp.float32)
+
+
+def route_logits(logits: jax.Array, bias: jax.Array, *, top_k: int, kind: str = "gpt_oss",
+                 normalize_topk: bool = True, implementation: str | None = None
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`route` after its GEMM: logits [T, E] and bias [E], both float32 -> (logits + bias,
+  indices, weights), as `route` returns them (its arguments' meaning)."""
+  check_choice("kind", kind, ROUTERS)
+  kernels.resolve_implementation(implementation)  # an unknown name raises for either kind
+  if logits.ndim != 2 or bias.shape != logits.shape[1:]:
+    raise ValueError(f"logits must be [T, E] and bias [E] (E of logits), got shapes "
+                     f"{logits.shape} and {bias.shape}")
+  num_experts = logits.shape[1]
   if not 1 <= top_k <= num_experts:
     raise ValueError(f"top_k must be in [1, E={num_experts}], got {top_k}")
-  logits = jnp.einsum("th,eh->te", x, router_weight.astype(x.dtype),
-                      precision=precision, preferred_element_type=jnp.float32)  # [T, E]
-  bias = router_bias.astype(jnp.float32)
   if kind == "gpt_oss":
     # Equal values go to the lower index in both implementations.
     return kernels.top_k_softmax(logits, bias, top_k=top_k, implementation=implementation)

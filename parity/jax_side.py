@@ -1,15 +1,19 @@
 """The JAX side of a parity run: stage outputs, end-to-end output and gradients.
 
-The stages come from moe_jax's own stage functions (route, layer_dispatch,
-binned_gather, binned_experts / dropless_experts, binned_scatter), chained exactly
-as moe_forward chains them, under one jit together with their gradient. The
-end-to-end output comes from moe_forward itself.
+The stages come from moe_jax's own stage functions, chained exactly as moe_forward
+chains them, under one jit together with their gradient: routed_gather (the router,
+dispatch and pack as one op, whose VJP computes x's gradient in one kernel), then
+binned_experts / dropless_experts and binned_scatter. The end-to-end output comes
+from moe_forward itself.
 
 Routing may be forced. When the reference chose other experts for some tokens
 (bf16 near-ties), the stages after routing run on the reference's indices, with
 routing weights recomputed from JAX's own logits at those indices, so that
 dispatch, experts, combine and gradients are compared like for like on every
-token; the routing stages themselves always use JAX's own choice.
+token; the routing stages themselves always use JAX's own choice. A forced run chains
+route, layer_dispatch and binned_gather (routed_gather routes by its own choice): the
+same values and gradients, but for x's bfloat16 gradient, which autodiff rounds twice
+there (its two terms, then their sum) and routed_gather once.
 
 Fault injection (`inject`) is a test hook, not a feature: it perturbs the JAX side
 of one stage so that the tests can check that the suite names that stage.
@@ -31,6 +35,8 @@ import numpy as np
 
 from moe_jax import (MoEConfig, MoELayer, MoEParams, binned_experts, binned_gather,
                      binned_scatter, dropless_experts, layer_dispatch, moe_forward, route)
+from moe_jax.binned import RouterFront, routed_gather
+from moe_jax.routing import route_logits
 from moe_jax.convert import STATE_DICT_NAMES
 from moe_jax.dispatch import grouped_to_padded, padded_to_grouped
 from moe_jax.experts import add_tile_bias
@@ -63,23 +69,35 @@ def _route(params: MoEParams, x: jax.Array, config, inject: str | None):
 
 
 def _routing(params, x, forced, forced_idx, config, inject):
-  """JAX's own routing, and the routing the later stages use (forced or own)."""
-  logits, indices, weights = _route(params, x, config, inject)  # [T, E], [T, K], [T, K]
-  # `forced` is traced, so one compiled function serves both ways.
-  use_idx = jnp.where(forced, forced_idx, indices)
-  use_w = jnp.where(forced, weights_at(logits, forced_idx, config.router, config.normalize_topk),
-                    weights)
-  meta = layer_dispatch(use_idx, config)
+  """JAX's own routing, the routing the later stages use (forced or own), and the rows
+  gathered by it. `forced` is static: True routes by forced_idx."""
+  if not forced and inject != "tie_break":  # moe_forward's op
+    front = RouterFront(
+        route_logits=functools.partial(
+            route_logits, top_k=config.top_k, kind=config.router,
+            normalize_topk=config.normalize_topk, implementation=config.implementation),
+        dispatch=functools.partial(layer_dispatch, config=config),
+        precision=config.lax_precision, implementation=config.implementation)
+    logits, indices, weights, meta, rows = routed_gather(
+        x, params.router_weight, params.router_bias, front)
+    use_idx, use_w = indices, weights
+  else:
+    logits, indices, weights = _route(params, x, config, inject)  # [T, E], [T, K], [T, K]
+    use_idx, use_w = indices, weights
+    if forced:
+      use_idx = forced_idx
+      use_w = weights_at(logits, forced_idx, config.router, config.normalize_topk)
+    meta = layer_dispatch(use_idx, config)
+    rows = binned_gather(x, meta, implementation=config.implementation)  # [E, C, H] or [M, H]
   own = dict(router_logits=logits, expert_indices=indices, expert_weights=weights,
              keep=meta.keep.reshape(x.shape[0], config.top_k),
              tokens_per_expert=meta.tokens_per_expert)
-  return own, meta, use_idx, use_w
+  return own, meta, use_idx, use_w, rows
 
 
 def _loss(params, x, cot, forced, forced_idx, *, config, inject):
   """sum(y * cot) of the staged layer, and every stage output (y under "combine")."""
-  stages, meta, use_idx, use_w = _routing(params, x, forced, forced_idx, config, inject)
-  rows = binned_gather(x, meta, implementation=config.implementation)  # [E, C, H] or [M, H]
+  stages, meta, use_idx, use_w, rows = _routing(params, x, forced, forced_idx, config, inject)
   alpha = WRONG_ALPHA if inject == "glu_alpha" else config.swiglu_alpha
   down_bias = params.down_proj_bias
   if inject == "drop_bias":
@@ -119,8 +137,7 @@ def _run(params, output_params, x, cot, forced, forced_idx, *, config, output_co
 
 def _dispatch_combine(params, x, forced, forced_idx, ref_out, ref_w, *, config, inject):
   """Routing and dispatch as in _loss; the combine runs on the reference's expert output."""
-  stages, meta, _, _ = _routing(params, x, forced, forced_idx, config, inject)
-  rows = binned_gather(x, meta, implementation=config.implementation)
+  stages, meta, _, _, rows = _routing(params, x, forced, forced_idx, config, inject)
   stages["dispatched"] = _sorted_rows(rows, meta)
   if meta.grouped and meta.capacity is None:  # the reference's expert-sorted [M, H] -> tiles
     ref_out = jnp.zeros_like(rows).at[meta.sorted_row].set(ref_out.astype(rows.dtype))
@@ -177,15 +194,17 @@ class JaxSide:
     if inject == "drop_bias":
       out_params = out_params._replace(down_proj_bias=jnp.zeros_like(out_params.down_proj_bias))
     self._output_params = out_params
+    # `forced` is static: a forced run (rare: bf16 near-ties) compiles its own chain.
     self._run = jax.jit(functools.partial(_run, config=self.config, output_config=out_config,
-                                          inject=inject))
+                                          inject=inject), static_argnames="forced")
     self._dispatch_combine = jax.jit(functools.partial(_dispatch_combine, config=self.config,
-                                                       inject=inject))
+                                                       inject=inject),
+                                     static_argnames="forced")
 
   def _forced(self, num_tokens: int, forced_idx: np.ndarray | None):
     forced = forced_idx is not None
     idx = forced_idx if forced else np.zeros((num_tokens, self.config.top_k))
-    return jnp.asarray(forced), jnp.asarray(idx, jnp.int32)
+    return forced, jnp.asarray(idx, jnp.int32)
 
   def run(self, x: np.ndarray, cot: np.ndarray, forced_idx: np.ndarray | None = None) -> dict:
     """Stages, gradients (grad:x, grad:<weight name>) and output (moe_forward) for x [T, H].
@@ -201,7 +220,7 @@ class JaxSide:
     """
     forced, idx = self._forced(x.shape[0], forced_idx)
     g_params, g_x, stages = self._run(self.params, self._output_params, jnp.asarray(x),
-                                      jnp.asarray(cot), forced, idx)
+                                      jnp.asarray(cot), forced_idx=idx, forced=forced)
     out = dict(stages)
     out["grad:x"] = g_x
     for field, value in zip(MoEParams._fields, g_params):
@@ -212,5 +231,6 @@ class JaxSide:
                            forced_idx: np.ndarray | None = None) -> dict:
     """Routing, dispatch and the combine of the reference's expert output [E, C, H]."""
     forced, idx = self._forced(x.shape[0], forced_idx)
-    return dict(self._dispatch_combine(self.params, jnp.asarray(x), forced, idx,
-                                       jnp.asarray(ref_out), jnp.asarray(ref_w, jnp.float32)))
+    return dict(self._dispatch_combine(self.params, jnp.asarray(x), forced_idx=idx,
+                                       ref_out=jnp.asarray(ref_out),
+                                       ref_w=jnp.asarray(ref_w, jnp.float32), forced=forced))

@@ -5,7 +5,9 @@
   dispatch written from the token side (each source row read once).
 - `combine_rows(src [N,H], index [T,K], weight [T,K] | None) -> [T,H]`: weighted
   gather-reduce back to tokens, summed over k in order, in float32; optionally each
-  slot adds a bias row first (`bias [B,H]`, `bias_index [T,K]`: the down bias).
+  slot adds a bias row first (`bias [B,H]`, `bias_index [T,K]`: the down bias), and a
+  product `matmul_lhs [T,E] @ matmul_rhs [E,H]` (bf16) joins the sum before its one
+  rounding (the router's share of x's gradient).
 - `slot_dots(src [N,H], index [T,K], g [T,H]) -> [T,K]`: per-slot dot products, the
   routing-weight gradient of `combine_rows`.
 - `gmm(lhs [R,K], rhs [E,K,N], tile_group [R/TM]) -> [R,N]`: grouped matmul over

@@ -6,6 +6,7 @@ in the Pallas interpreter (unless `interpret=False` is forced), never the refere
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import jax
@@ -32,6 +33,8 @@ from moe_jax.kernels.block_config import (
 )
 
 Implementation = Literal["xla", "pallas"]
+# The least M, N and K of Triton's dot (combine_rows' matmul term).
+_MIN_DOT = 16
 IMPLEMENTATIONS: tuple[str, ...] = ("xla", "pallas")
 
 
@@ -220,6 +223,8 @@ def combine_rows(
     *,
     bias: jax.Array | None = None,
     bias_index: jax.Array | None = None,
+    matmul_lhs: jax.Array | None = None,
+    matmul_rhs: jax.Array | None = None,
     out_dtype: jnp.dtype | None = None,
     implementation: Implementation | None = None,
     config: BlockConfig | None = None,
@@ -241,10 +246,20 @@ def combine_rows(
       down bias [E, H]); given only with bias_index.
     bias_index: [T, K] int32 bias row of each slot (e.g. its expert); < 0 adds none;
       >= B reads row B-1.
+    matmul_lhs, matmul_rhs: optional [T, E] floating and [E, H] bfloat16, given
+      together: `matmul_lhs @ matmul_rhs` is added to the sum before its one rounding
+      (e.g. the router's input gradient `dlogits @ W`). The product is accumulated in
+      float32 from matmul_lhs in float32 split into two bfloat16 terms (~2^-17
+      relative; bfloat16 has float32's range, float16 would overflow past 65504), so
+      E small (a few hundred at most) suits.
     out_dtype: floating output dtype; None means src.dtype.
     implementation: "xla", "pallas", or None for the best on this backend.
     config: Pallas tiles of [T, H]; None picks
-      `default_config(T, H, tile_elements=4096)`. Ignored by "xla".
+      `default_config(T, H, tile_elements=4096)`, or 2048 with a matmul term (its
+      product and operands hold registers: 134 per thread at gpt-oss-20b's [32, 128]
+      against 48 without, 85 at [16, 128]; bench/NOTES.md, variant 53), and at least
+      16 x 16 then (the least Triton's dot takes; a config given must be too). Ignored
+      by "xla".
     interpret: Pallas only: run the kernel in the interpreter. None means "when the
       default backend is not a GPU".
 
@@ -270,18 +285,61 @@ def combine_rows(
   _check_config(config)
   (num_tokens, top_k), (num_src_rows, h) = np.shape(index), np.shape(src)
   _check_bias(bias, bias_index, (num_tokens, top_k), h)
-  if num_tokens == 0 or h == 0 or top_k == 0 or num_src_rows == 0:
+  _check_matmul(matmul_lhs, matmul_rhs, num_tokens, h)
+  has_matmul = matmul_lhs is not None and np.shape(matmul_rhs)[0] > 0
+  lhs = matmul_lhs.astype(jnp.float32) if has_matmul else None
+  rhs = matmul_rhs if has_matmul else None
+  if num_tokens == 0 or h == 0:
     return jnp.zeros((num_tokens, h), out_dtype)
+  if top_k == 0 or num_src_rows == 0:  # no slot to read: the product alone, if any
+    if not has_matmul:
+      return jnp.zeros((num_tokens, h), out_dtype)
+    return reference.matmul_term(lhs, rhs).astype(out_dtype)
   if bias is not None and np.shape(bias)[0] == 0:
     bias = bias_index = None  # no bias rows: nothing to add
   if impl == "xla":
     return reference.combine_rows(src, index, weight, out_dtype=out_dtype, bias=bias,
-                                  bias_index=bias_index)
-  config = config or default_config(num_tokens, h, tile_elements=REDUCE_TILE_ELEMENTS)
+                                  bias_index=bias_index, lhs=lhs, rhs=rhs)
+  given = config
+  config = config or default_config(
+      num_tokens, h, tile_elements=REDUCE_TILE_ELEMENTS // (2 if has_matmul else 1))
+  if has_matmul:
+    if config.block_rows < _MIN_DOT or config.block_h < _MIN_DOT:
+      if given is not None:
+        raise ValueError(f"config must have block_rows and block_h >= {_MIN_DOT} with a "
+                         f"matmul term (Triton's dot), got {given}")
+      config = dataclasses.replace(config, block_rows=max(_MIN_DOT, config.block_rows),
+                                   block_h=max(_MIN_DOT, config.block_h))
+    # The kernel loads [BT, EP] and [EP, BH] tiles: EP a power of two >= 16, zeros past E.
+    pad = max(_MIN_DOT, next_power_of_two(lhs.shape[1])) - lhs.shape[1]
+    if pad:
+      lhs, rhs = jnp.pad(lhs, ((0, 0), (0, pad))), jnp.pad(rhs, ((0, pad), (0, 0)))
   return _combine.combine_rows(
-      src, index, weight, bias, bias_index, out_dtype=out_dtype, config=config,
+      src, index, weight, bias, bias_index, lhs, rhs, out_dtype=out_dtype, config=config,
       interpret=_interpret(interpret)
   )
+
+
+def _check_matmul(lhs: jax.Array | None, rhs: jax.Array | None, num_tokens: int,
+                  h: int) -> None:
+  """combine_rows' matmul term: both or neither, [T, E] floating and [E, H] bfloat16."""
+  if (lhs is None) != (rhs is None):
+    raise ValueError("matmul_lhs and matmul_rhs must be given together, got "
+                     f"matmul_lhs={'None' if lhs is None else np.shape(lhs)} and "
+                     f"matmul_rhs={'None' if rhs is None else np.shape(rhs)}")
+  if lhs is None:
+    return
+  if np.ndim(lhs) != 2 or np.shape(lhs)[0] != num_tokens:
+    raise ValueError(f"matmul_lhs must have shape [T={num_tokens}, E] (T of index), got "
+                     f"shape {np.shape(lhs)}")
+  if not jnp.issubdtype(lhs.dtype, jnp.floating):
+    raise ValueError(f"matmul_lhs must have a floating dtype, got {lhs.dtype}")
+  want = (np.shape(lhs)[1], h)
+  if np.shape(rhs) != want:
+    raise ValueError(f"matmul_rhs must have shape [E, H]={want} (E of matmul_lhs, H of src), "
+                     f"got shape {np.shape(rhs)}")
+  if rhs.dtype != jnp.bfloat16:
+    raise ValueError(f"matmul_rhs must be bfloat16, got {rhs.dtype}")
 
 
 def _check_bias(bias: jax.Array | None, bias_index: jax.Array | None,

@@ -5,7 +5,10 @@ reads the K source rows of each of its tokens, so the sum has one fixed order an
 atomics or scatter-add are needed. An optional bias row per slot (the experts' down
 bias, `bias[bias_index[t, k]]`) is added to each source row before its weight: the
 bias table is a few rows that stay in L2, so the layer never writes a biased copy of
-its [R, H] expert output.
+its [R, H] expert output. An optional product `lhs @ rhs` ([T, E] x [E, H], E small)
+joins the sum before its one rounding: the layer's x gradient adds the router's
+`dlogits @ W` to the pack's gradient here, with no [T, H] product written and no
+second pass to add it (bench/NOTES.md, variant 53).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ KERNEL_NAME = "moe_combine_rows"
 # The launch order (`_tiles.Order`): rows first; column-first measured up to 8% slower
 # (one case of four 1% faster; bench/results/nvidia-h200/row-order/).
 COLUMNS_FASTEST = False
+# E columns of the matmul term per dot: E = 32 (gpt-oss-20b) and 64 take one, 256 four.
+MATMUL_CHUNK = 64
 
 
 def _kernel(
@@ -30,6 +35,7 @@ def _kernel(
     *refs,
     has_weight: bool,
     has_bias: bool,
+    has_matmul: bool,
     num_tokens: int,
     num_src_rows: int,
     num_bias_rows: int,
@@ -42,15 +48,17 @@ def _kernel(
   """One [BT, BH] tile of out.
 
   Refs: index [BT, K] int32, weight [BT, K] f32 (if has_weight), bias_index [BT, K]
-  int32 (if has_bias), src [N, BH] (every row, one column tile), bias [B, BH] (if
-  has_bias), out [BT, BH]. K need not be a power of two: each slot is loaded as its
-  own [BT] column.
+  int32 (if has_bias), lhs [BT, EP] f32 (if has_matmul), src [N, BH] (every row, one
+  column tile), bias [B, BH] (if has_bias), rhs [EP, BH] bfloat16 (if has_matmul), out
+  [BT, BH]. K need not be a power of two: each slot is loaded as its own [BT] column.
   """
   refs = list(refs)
   weight_ref = refs.pop(0) if has_weight else None
   bias_index_ref = refs.pop(0) if has_bias else None
+  lhs_ref = refs.pop(0) if has_matmul else None
   src_ref = refs.pop(0)
   bias_ref = refs.pop(0) if has_bias else None
+  rhs_ref = refs.pop(0) if has_matmul else None
   (out_ref,) = refs
   order = _tiles.Order(columns_fastest)
   row_mask = _tiles.tail_mask(order.row_axis, block_tokens, num_tokens)  # [BT] or None
@@ -70,7 +78,29 @@ def _kernel(
       w = jnp.where(valid, _tiles.load(weight_ref.at[:, jnp.int32(k)], row_mask, 0.0), 0.0)  # [BT]
       x = w[:, None] * x
     acc = acc + x
+  if has_matmul:
+    lhs_mask, rhs_mask = _tiles.outer_and(row_mask, None), _tiles.outer_and(None, col_mask)
+    num_e = lhs_ref.shape[1]
+    chunk = min(num_e, MATMUL_CHUNK)
+    for e0 in range(0, num_e, chunk):  # static chunks of E: bounded registers at any E
+      part = slice(e0, e0 + chunk)
+      lhs = _tiles.load(lhs_ref.at[:, part], _broadcast(lhs_mask, (block_tokens, chunk)), 0.0)
+      rhs = _tiles.load(rhs_ref.at[part, :], _broadcast(rhs_mask, (chunk, block_h)), 0)
+      acc = acc + _split_dot(lhs, rhs)  # [BT, chunk] f32 x [chunk, BH] bf16
   _tiles.store(out_ref, acc.astype(out_ref.dtype), _tiles.outer_and(row_mask, col_mask))
+
+
+def _broadcast(mask: jax.Array | None, shape) -> jax.Array | None:
+  return None if mask is None else jnp.broadcast_to(mask, shape)
+
+
+def _split_dot(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+  """lhs (f32) @ rhs (bf16) in f32: lhs as two bf16 terms (hi + lo, ~2^-17 relative),
+  so both products are exact on tensor cores."""
+  hi = lhs.astype(rhs.dtype)
+  lo = (lhs - hi.astype(jnp.float32)).astype(rhs.dtype)
+  dot = lambda a: jnp.dot(a, rhs, preferred_element_type=jnp.float32)
+  return dot(hi) + dot(lo)
 
 
 @functools.partial(jax.jit, static_argnames=("out_dtype", "config", "interpret",
@@ -81,6 +111,8 @@ def combine_rows(
     weight: jax.Array | None = None,
     bias: jax.Array | None = None,
     bias_index: jax.Array | None = None,
+    lhs: jax.Array | None = None,
+    rhs: jax.Array | None = None,
     *,
     out_dtype: jnp.dtype,
     config: BlockConfig,
@@ -94,6 +126,9 @@ def combine_rows(
     index: [T, K] int32, T >= 1, K >= 1.
     weight: optional [T, K] float32.
     bias: optional [B, H], B >= 1, with bias_index [T, K] int32.
+    lhs, rhs: optional [T, EP] float32 and [EP, H] bfloat16, EP a power of two >= 16
+      (zero-padded past E); lhs @ rhs is added to each output row. config must then
+      have block_rows >= 16 and block_h >= 16 (Triton's dot).
     out_dtype: dtype of the output.
     config: tiles of [T, H]; block_h need not divide H nor block_rows T.
     interpret: run the kernel body in the Pallas interpreter (CPU, tests).
@@ -111,15 +146,18 @@ def combine_rows(
   def column_spec(table):  # every row of one column tile
     return order.spec((table.shape[0], bh), lambda i, j: (0, j))
 
-  has_weight, has_bias = weight is not None, bias is not None
+  has_weight, has_bias, has_matmul = weight is not None, bias is not None, lhs is not None
   slot_operands = [index] + [weight] * has_weight + [bias_index] * has_bias
   table_operands = [src] + [bias] * has_bias
-  operands = slot_operands + table_operands
-  in_specs = [slot_spec] * len(slot_operands) + [column_spec(t) for t in table_operands]
+  operands = slot_operands + [lhs] * has_matmul + table_operands + [rhs] * has_matmul
+  lhs_specs = [order.spec((bt, lhs.shape[1]), lambda i, j: (i, 0))] if has_matmul else []
+  in_specs = ([slot_spec] * len(slot_operands) + lhs_specs
+              + [column_spec(t) for t in table_operands + [rhs] * has_matmul])
   kernel = functools.partial(
       _kernel,
       has_weight=has_weight,
       has_bias=has_bias,
+      has_matmul=has_matmul,
       num_tokens=num_tokens,
       num_src_rows=num_src_rows,
       num_bias_rows=bias.shape[0] if has_bias else 0,

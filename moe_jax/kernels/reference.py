@@ -75,10 +75,13 @@ def combine_rows(
     out_dtype: jnp.dtype | None = None,
     bias: jax.Array | None = None,
     bias_index: jax.Array | None = None,
+    lhs: jax.Array | None = None,
+    rhs: jax.Array | None = None,
 ) -> jax.Array:
-  """out[t] = sum_k weight[t, k] * (src[index[t, k]] + bias[bias_index[t, k]]), in f32.
+  """out[t] = sum_k weight[t, k] * (src[index[t, k]] + bias[bias_index[t, k]])
+  (+ (lhs @ rhs)[t]), in f32.
 
-  k = 0..K-1 in order.
+  k = 0..K-1 in order; the product, if any, is added last, at f32 precision.
 
   Args:
     src: [N, H], N >= 1.
@@ -87,6 +90,7 @@ def combine_rows(
     out_dtype: output dtype, src.dtype when None.
     bias: optional [B, H] rows added to each slot's source row before the weight.
     bias_index: [T, K] int32 bias row of each slot (given with bias); < 0: none.
+    lhs, rhs: optional [T, E] and [E, H] (given together).
 
   Returns:
     [T, H] of out_dtype.
@@ -104,7 +108,15 @@ def combine_rows(
       w = jnp.where(valid, weight[:, k].astype(jnp.float32), 0.0)  # [T]
       x = w[:, None] * x
     acc = acc + x
+  if lhs is not None:
+    acc = acc + matmul_term(lhs, rhs)
   return acc.astype(out_dtype or src.dtype)
+
+
+def matmul_term(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+  """lhs @ rhs ([T, E] x [E, H]) in float32 at full precision (combine_rows' term)."""
+  return jnp.dot(lhs.astype(jnp.float32), rhs.astype(jnp.float32),
+                 precision=jax.lax.Precision.HIGHEST)
 
 
 def slot_dots(src: jax.Array, index: jax.Array, g: jax.Array) -> jax.Array:

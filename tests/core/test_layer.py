@@ -62,6 +62,40 @@ def test_forward_matches_float64(impl, overrides):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("overrides", [
+    dict(capacity_factor=None), dict(capacity_factor=0.5),
+    dict(router="softmax_topk", activation="swiglu", capacity_factor=1.25),
+], ids=["dropless", "cf0.5", "mixtral"])
+def test_grad_matches_float64_finite_differences(impl, overrides):
+  """Every parameter's gradient and x's (router, dispatch, experts and combine
+  together) against central differences of the float64 layer, along random
+  directions, at its routing (a step of 1e-6 changes no choice here)."""
+  cfg = _config(implementation=impl, num_experts=4, hidden_size=16, intermediate_size=8,
+                **overrides)
+  params = _params(cfg)
+  x = jax.random.normal(jax.random.key(6), (12, cfg.hidden_size))
+  cot = np.random.default_rng(0).standard_normal((12, cfg.hidden_size))
+  loss = lambda p, x: jnp.sum(moe_forward(p, x, cfg)[0] * cot)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+  args = [np.asarray(a, np.float64) for a in (*params, x)]
+
+  def f64(*a):
+    y = moe_np(a[:-1], a[-1], top_k=cfg.top_k, capacity_factor=cfg.capacity_factor,
+               kind=cfg.router, activation=cfg.activation, normalize=cfg.normalize_topk)[0]
+    return np.sum(y * cot)
+
+  rng, eps = np.random.default_rng(1), 1e-6
+  for i, g in enumerate((*grads[0], grads[1])):
+    for _ in range(2):
+      v = rng.standard_normal(args[i].shape)
+      step = [eps * v if j == i else 0.0 for j in range(len(args))]
+      fd = (f64(*(a + d for a, d in zip(args, step)))
+            - f64(*(a - d for a, d in zip(args, step)))) / (2 * eps)
+      got = float(np.sum(np.asarray(g, np.float64) * v))
+      assert got == pytest.approx(fd, rel=1e-4, abs=1e-4), (i, got, fd)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_grad_matches_xla_and_vmap(impl):
   cfg = _config(implementation=impl, capacity_factor=1.0)
   params = _params(cfg)

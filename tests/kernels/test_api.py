@@ -56,6 +56,13 @@ OPS = ROW_OPS + [
         functools.partial(top_k_softmax, top_k=3), "moe_top_k_softmax",
         lambda h=H: (normal(4, (T, 7), jnp.float32), normal(5, (7,), jnp.float32)),
         id="top_k_softmax"),
+    pytest.param(  # the router's input gradient as the combine's matmul term
+        lambda src, index, lhs, rhs, **kw: combine_rows(src, index, matmul_lhs=lhs,
+                                                       matmul_rhs=rhs, **kw),
+        "moe_combine_rows",
+        lambda h=H: (normal(0, (N, h), jnp.bfloat16), random_index(1, (T, K), N),
+                     normal(2, (T, 100), jnp.float32), normal(3, (100, h), jnp.bfloat16)),
+        id="combine_matmul"),
     pytest.param(
         functools.partial(tile_glu, activation="gpt_oss_glu"), "moe_tile_glu",
         lambda h=H: (normal(0, (4 * T, h), jnp.bfloat16), normal(1, (3, h), jnp.float32),
@@ -207,6 +214,37 @@ def test_combine_bias_checks():
     combine_rows(src, index, bias=bias, bias_index=random_index(2, (T, K + 1), 3))
   with pytest.raises(ValueError, match="bias_index must have dtype int32, got float32"):
     combine_rows(src, index, bias=bias, bias_index=bias_index.astype(jnp.float32))
+
+
+def test_combine_matmul_checks():
+  src, index = normal(0, (N, H), jnp.bfloat16), random_index(1, (T, K), N)
+  lhs, rhs = jnp.ones((T, 3)), jnp.ones((3, H), jnp.bfloat16)
+  with pytest.raises(ValueError, match=r"matmul_lhs and matmul_rhs must be given together, "
+                     r"got matmul_lhs=\(10, 3\) and matmul_rhs=None"):
+    combine_rows(src, index, matmul_lhs=lhs)
+  with pytest.raises(ValueError, match=r"matmul_lhs must have shape \[T=10, E\] \(T of index\), "
+                     r"got shape \(9, 3\)"):
+    combine_rows(src, index, matmul_lhs=lhs[:9], matmul_rhs=rhs)
+  with pytest.raises(ValueError, match="matmul_lhs must have a floating dtype, got int32"):
+    combine_rows(src, index, matmul_lhs=lhs.astype(jnp.int32), matmul_rhs=rhs)
+  with pytest.raises(ValueError, match=r"matmul_rhs must have shape \[E, H\]=\(3, 200\) \(E of "
+                     r"matmul_lhs, H of src\), got shape \(3, 199\)"):
+    combine_rows(src, index, matmul_lhs=lhs, matmul_rhs=rhs[:, :-1])
+  for dtype in (jnp.float32, jnp.float16):  # float16: hi would overflow past 65504
+    with pytest.raises(ValueError, match=f"matmul_rhs must be bfloat16, got {dtype.__name__}"):
+      combine_rows(src, index, matmul_lhs=lhs, matmul_rhs=rhs.astype(dtype))
+
+
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
+def test_combine_matmul_without_slots_is_the_product(implementation):
+  # No slot to read (K = 0, or no source row): the output is the product alone.
+  lhs, rhs = normal(5, (T, 3), jnp.float32), normal(6, (3, H), jnp.bfloat16)
+  want = np.asarray(lhs, np.float64) @ np.asarray(rhs, np.float64)
+  for src, index in [(jnp.ones((N, H), jnp.bfloat16), jnp.zeros((T, 0), jnp.int32)),
+                     (jnp.ones((0, H), jnp.bfloat16), -jnp.ones((T, K), jnp.int32))]:
+    got = combine_rows(src, index, matmul_lhs=lhs, matmul_rhs=rhs, out_dtype=jnp.float32,
+                       implementation=implementation)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("implementation", ["xla", "pallas"])

@@ -24,6 +24,11 @@ def _biased_combine(src, index, weight, bias, bias_index, **kwargs):
   return combine_rows(src, index, weight, bias=bias, bias_index=bias_index, **kwargs)
 
 
+def _matmul_combine(src, index, weight, bias, bias_index, lhs, rhs, **kwargs):
+  return combine_rows(src, index, weight, bias=bias, bias_index=bias_index, matmul_lhs=lhs,
+                      matmul_rhs=rhs, **kwargs)
+
+
 class Combine(Twin):
 
   @pytest.mark.parametrize("n,t,h,k", CASES)
@@ -92,6 +97,43 @@ class Combine(Twin):
     want = np_combine(src, index, weight, bias, bias_index)
     assert np.abs(want - np_combine(src, index, weight)).max() > 0.5  # the bias counts
     _assert_close(got, want, dtype)
+
+  @pytest.mark.parametrize("t,h,e,rhs_dtype,out_dtype", [
+      (37, 2880, 32, jnp.bfloat16, jnp.bfloat16),  # gpt-oss-20b's E and H, T off the block
+      (13, 200, 6, jnp.bfloat16, jnp.float32),  # E padded to 16, H off the column block
+      (5, 8, 3, jnp.bfloat16, jnp.float32),  # T and H below the dot's 16: the tile grows
+      (64, 256, 128, jnp.bfloat16, jnp.float32),  # E = 128 (routing-bench): two chunks
+      (16, 64, 200, jnp.bfloat16, jnp.float32),  # E padded to 256: four chunks of 64
+  ])
+  def test_matmul_term(self, t, h, e, rhs_dtype, out_dtype):
+    # The router's input gradient dlogits @ W joins the pack's in one rounding, beside
+    # weights and biases.
+    n, k = 24, 3
+    src = normal(30, (n, h), rhs_dtype)
+    index = random_index(31, (t, k), n, p_empty=0.1)
+    weight = normal(32, (t, k), jnp.float32)
+    bias_index = random_index(33, (t, k), 4)
+    bias = normal(34, (4, h), jnp.float32)
+    lhs = 3 * normal(35, (t, e), jnp.float32)
+    rhs = normal(36, (e, h), rhs_dtype)
+    got = self.pallas(_matmul_combine, src, index, weight, bias, bias_index, lhs, rhs,
+                      out_dtype=out_dtype)
+    assert got.dtype == out_dtype
+    term = np.asarray(lhs, np.float64) @ np.asarray(rhs, np.float64)
+    want = np_combine(src, index, weight, bias, bias_index) + term
+    # lhs enters as two 16-bit terms: 2^-17 of |lhs| |rhs| per product, f32 sums.
+    scale = np.abs(np.asarray(lhs, np.float64)) @ np.abs(np.asarray(rhs, np.float64))
+    rtol, atol, _ = TOLERANCES[out_dtype]
+    np.testing.assert_allclose(np.asarray(got, np.float64), want,
+                               rtol=rtol, atol=atol + 2.0 ** -16 * scale.max())
+    assert np.abs(term).max() > 1.0  # the term counts
+
+  def test_matmul_term_needs_a_dot_sized_tile(self):
+    src, index = normal(37, (4, 64), jnp.bfloat16), random_index(38, (8, 2), 4)
+    lhs, rhs = normal(39, (8, 4), jnp.float32), normal(40, (4, 64), jnp.bfloat16)
+    with pytest.raises(ValueError, match="block_rows and block_h >= 16"):
+      self.pallas(_matmul_combine, src, index, None, None, None, lhs, rhs,
+                  config=BlockConfig(block_rows=8, block_h=64))
 
   @settings(max_examples=15, deadline=None)
   @given(st.lists(st.integers(-1, 3), min_size=14, max_size=14))

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Variant 53, not run yet (repository root, GPU machine; $OUT set; about 5 minutes):
+# Variant 53 (repository root, GPU machine; $OUT set; about 4 minutes; ran on
+# 2026-12-05 on the H100, kept and landed: results in nvidia-h100-80gb-hbm3/router-dx/):
 # x's gradient in one kernel, the router's dlogits . W as the combine's matmul term
-# (bench/NOTES.md, variant 53). Applies variant53.patch; `probe.py` (the two kernels it
+# (bench/NOTES.md, variant 53). Applies variant53.patch where it is not in the tree; `probe.py` (the two kernels it
 # replaces against the fused combine at two tiles, standalone); the compiled tests of
 # the combine, the routed gather and the layer; then the per-kernel A/B of the
 # gpt-oss-20b layer's dropless and binned forward+backward (base: the patch reverted).
