@@ -320,14 +320,20 @@ def combine_rows(
   )
 
 
+def _given_together(name_a: str, a, name_b: str, b) -> bool:
+  """Whether both optional arrays are given; raises a ValueError naming both when only
+  one is."""
+  if (a is None) != (b is None):
+    shape = lambda x: "None" if x is None else np.shape(x)
+    raise ValueError(f"{name_a} and {name_b} must be given together, got "
+                     f"{name_a}={shape(a)} and {name_b}={shape(b)}")
+  return a is not None
+
+
 def _check_matmul(lhs: jax.Array | None, rhs: jax.Array | None, num_tokens: int,
                   h: int) -> None:
   """combine_rows' matmul term: both or neither, [T, E] floating and [E, H] bfloat16."""
-  if (lhs is None) != (rhs is None):
-    raise ValueError("matmul_lhs and matmul_rhs must be given together, got "
-                     f"matmul_lhs={'None' if lhs is None else np.shape(lhs)} and "
-                     f"matmul_rhs={'None' if rhs is None else np.shape(rhs)}")
-  if lhs is None:
+  if not _given_together("matmul_lhs", lhs, "matmul_rhs", rhs):
     return
   if np.ndim(lhs) != 2 or np.shape(lhs)[0] != num_tokens:
     raise ValueError(f"matmul_lhs must have shape [T={num_tokens}, E] (T of index), got "
@@ -345,11 +351,7 @@ def _check_matmul(lhs: jax.Array | None, rhs: jax.Array | None, num_tokens: int,
 def _check_bias(bias: jax.Array | None, bias_index: jax.Array | None,
                 slots: tuple[int, int], h: int) -> None:
   """combine_rows' bias and bias_index: both or neither, [B, H] floating and [T, K] int32."""
-  if (bias is None) != (bias_index is None):
-    raise ValueError("bias and bias_index must be given together, got "
-                     f"bias={'None' if bias is None else np.shape(bias)} and "
-                     f"bias_index={'None' if bias_index is None else np.shape(bias_index)}")
-  if bias is None:
+  if not _given_together("bias", bias, "bias_index", bias_index):
     return
   if np.ndim(bias) != 2 or np.shape(bias)[1] != h:
     raise ValueError(f"bias must have shape [B, H={h}] (H of src), got shape {np.shape(bias)}")
