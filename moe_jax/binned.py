@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from moe_jax import kernels, routing
 from moe_jax.config import check_implementation
 from moe_jax.dispatch import DispatchMeta
+from moe_jax.kernels import reference
 
 
 def _pack(src, gather_token, combine_index, implementation, scale=None, gather_slot=None,
@@ -89,24 +90,6 @@ def _scatter_fwd(rows, weights, bias, combine_index, slot_expert, gather_token, 
                rows_used)
 
 
-def _split(x: jax.Array, dtype) -> tuple[jax.Array, ...]:
-  """x (f32) as one or two terms of `dtype` whose sum is x to ~2^-17 relative."""
-  x = x.astype(jnp.float32)
-  hi = x.astype(dtype)
-  if jnp.dtype(dtype) == jnp.float32:
-    return (hi,)
-  return hi, (x - hi.astype(jnp.float32)).astype(dtype)
-
-
-def _dot_f32(a_terms, b, **kwargs) -> jax.Array:
-  """sum of a_i . b accumulated in f32 (bf16 operands: exact products on tensor cores)."""
-  dot = lambda a: jnp.dot(a, b, preferred_element_type=jnp.float32, **kwargs)
-  out = dot(a_terms[0])
-  for a in a_terms[1:]:
-    out = out + dot(a)
-  return out
-
-
 def _slot_bias_grads(g, weights, bias, combine_index, slot_expert):
   """The bias term's gradients: d_weights[t, k] += <bias[e(t, k)], g[t]>, and
   d_bias[e] = sum over kept slots of expert e of w[t, k] * g[t]; both f32.
@@ -120,11 +103,13 @@ def _slot_bias_grads(g, weights, bias, combine_index, slot_expert):
   kept = (combine_index >= 0) & (slot_expert >= 0)  # [T, K]
   expert = jnp.clip(slot_expert, 0, num_experts - 1)
   precision = jax.lax.Precision.HIGHEST if g.dtype == jnp.float32 else None
-  g_dot_bias = _dot_f32(_split(bias, g.dtype), g.T, precision=precision).T  # [T, E]
+  g_dot_bias = reference.dot_f32(reference.split_terms(bias, g.dtype), g.T,
+                                 precision=precision).T  # [T, E]
   d_weights = jnp.where(kept, jnp.take_along_axis(g_dot_bias, expert, axis=1), 0.0)
   onehot = (expert[..., None] == jnp.arange(num_experts)[None, None, :]) & kept[..., None]
   token_expert = jnp.sum(jnp.where(onehot, weights[..., None], 0.0), axis=1)  # [T, E]
-  d_bias = _dot_f32(_split(token_expert.T, g.dtype), g, precision=precision)  # [E, H]
+  d_bias = reference.dot_f32(reference.split_terms(token_expert.T, g.dtype), g,
+                              precision=precision)  # [E, H]
   return d_weights, d_bias
 
 

@@ -88,6 +88,18 @@ def layer_dispatch(indices: jax.Array, config: MoEConfig) -> DispatchMeta:
                        implementation=config.implementation)
 
 
+def router_front(config: MoEConfig, *, skip_unused: bool = False) -> binned.RouterFront:
+  """The layer's routing and dispatch as `binned.routed_gather` takes them: the config's
+  router (`routing.route_logits`) and `layer_dispatch`."""
+  return binned.RouterFront(
+      route_logits=functools.partial(
+          routing.route_logits, top_k=config.top_k, kind=config.router,
+          normalize_topk=config.normalize_topk, implementation=config.implementation),
+      dispatch=functools.partial(layer_dispatch, config=config),
+      precision=config.lax_precision, implementation=config.implementation,
+      skip_unused=skip_unused)
+
+
 def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax.Array, dict]:
   """Applies the MoE layer.
 
@@ -121,14 +133,9 @@ def moe_forward(params: MoEParams, x: jax.Array, config: MoEConfig) -> tuple[jax
   # route -> layer_dispatch -> binned_gather, with one kernel for x's gradient. On the
   # grouped layout nothing reads the unused tiles' rows (the matmuls skip those tiles,
   # the combine and the packs read slots' rows): their zeros go unwritten.
-  front = binned.RouterFront(
-      route_logits=functools.partial(
-          routing.route_logits, top_k=config.top_k, kind=config.router,
-          normalize_topk=config.normalize_topk, implementation=impl),
-      dispatch=functools.partial(layer_dispatch, config=config),
-      precision=precision, implementation=impl, skip_unused=True)
   logits, indices, weights, meta, rows = binned.routed_gather(
-      x2, params.router_weight, params.router_bias, front)  # rows [E, C, H] or [R, H]
+      x2, params.router_weight, params.router_bias,
+      router_front(config, skip_unused=True))  # rows [E, C, H] or [R, H]
   skip = meta.grouped
   mlp_kwargs = dict(activation=config.activation, alpha=config.swiglu_alpha,
                     limit=config.swiglu_limit, precision=precision)

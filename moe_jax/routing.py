@@ -43,7 +43,6 @@ def route(
     logits [T, E] float32, expert indices [T, K] int32 (ties go to the lower
     index), routing weights [T, K] float32.
   """
-  check_choice("kind", kind, ROUTERS)
   check_router_inputs(x, router_weight, router_bias)
   logits = router_logits(x, router_weight, precision=precision)
   return route_logits(logits, router_bias.astype(jnp.float32), top_k=top_k, kind=kind,

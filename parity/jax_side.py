@@ -35,8 +35,8 @@ import numpy as np
 
 from moe_jax import (MoEConfig, MoELayer, MoEParams, binned_experts, binned_gather,
                      binned_scatter, dropless_experts, layer_dispatch, moe_forward, route)
-from moe_jax.binned import RouterFront, routed_gather
-from moe_jax.routing import route_logits
+from moe_jax.binned import routed_gather
+from moe_jax.forward import router_front
 from moe_jax.convert import STATE_DICT_NAMES
 from moe_jax.dispatch import grouped_to_padded, padded_to_grouped
 from moe_jax.experts import add_tile_bias
@@ -72,14 +72,8 @@ def _routing(params, x, forced, forced_idx, config, inject):
   """JAX's own routing, the routing the later stages use (forced or own), and the rows
   gathered by it. `forced` is static: True routes by forced_idx."""
   if not forced and inject != "tie_break":  # moe_forward's op
-    front = RouterFront(
-        route_logits=functools.partial(
-            route_logits, top_k=config.top_k, kind=config.router,
-            normalize_topk=config.normalize_topk, implementation=config.implementation),
-        dispatch=functools.partial(layer_dispatch, config=config),
-        precision=config.lax_precision, implementation=config.implementation)
     logits, indices, weights, meta, rows = routed_gather(
-        x, params.router_weight, params.router_bias, front)
+        x, params.router_weight, params.router_bias, router_front(config))
     use_idx, use_w = indices, weights
   else:
     logits, indices, weights = _route(params, x, config, inject)  # [T, E], [T, K], [T, K]

@@ -20,6 +20,7 @@ from jax.experimental import pallas as pl
 
 from moe_jax import _compat
 from moe_jax.kernels import _tiles
+from moe_jax.kernels import reference
 from moe_jax.kernels.block_config import BlockConfig
 
 KERNEL_NAME = "moe_combine_rows"
@@ -86,21 +87,14 @@ def _kernel(
       part = slice(e0, e0 + chunk)
       lhs = _tiles.load(lhs_ref.at[:, part], _broadcast(lhs_mask, (block_tokens, chunk)), 0.0)
       rhs = _tiles.load(rhs_ref.at[part, :], _broadcast(rhs_mask, (chunk, block_h)), 0)
-      acc = acc + _split_dot(lhs, rhs)  # [BT, chunk] f32 x [chunk, BH] bf16
+      # [BT, chunk] f32 as bf16 hi + lo (~2^-17 relative) x [chunk, BH] bf16: two exact
+      # tensor-core products, summed in f32.
+      acc = acc + reference.dot_f32(reference.split_terms(lhs, rhs.dtype), rhs)
   _tiles.store(out_ref, acc.astype(out_ref.dtype), _tiles.outer_and(row_mask, col_mask))
 
 
 def _broadcast(mask: jax.Array | None, shape) -> jax.Array | None:
   return None if mask is None else jnp.broadcast_to(mask, shape)
-
-
-def _split_dot(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-  """lhs (f32) @ rhs (bf16) in f32: lhs as two bf16 terms (hi + lo, ~2^-17 relative),
-  so both products are exact on tensor cores."""
-  hi = lhs.astype(rhs.dtype)
-  lo = (lhs - hi.astype(jnp.float32)).astype(rhs.dtype)
-  dot = lambda a: jnp.dot(a, rhs, preferred_element_type=jnp.float32)
-  return dot(hi) + dot(lo)
 
 
 @functools.partial(jax.jit, static_argnames=("out_dtype", "config", "interpret",

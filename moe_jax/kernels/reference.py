@@ -412,3 +412,22 @@ def tile_glu_grad(h: jax.Array, bias: jax.Array, g: jax.Array, tile_expert: jax.
   dh = jax.lax.optimization_barrier(dh)
   sums = dh.astype(jnp.float32).sum(axis=1)  # [num_tiles, 2I]
   return dh.reshape(h.shape), sums
+
+
+def split_terms(x: jax.Array, dtype) -> tuple[jax.Array, ...]:
+  """x (f32) as one or two terms of `dtype` whose sum is x to ~2^-17 relative (one
+  term for float32)."""
+  x = x.astype(jnp.float32)
+  hi = x.astype(dtype)
+  if jnp.dtype(dtype) == jnp.float32:
+    return (hi,)
+  return hi, (x - hi.astype(jnp.float32)).astype(dtype)
+
+
+def dot_f32(a_terms, b, **kwargs) -> jax.Array:
+  """sum of a_i . b accumulated in f32 (bf16 operands: exact products on tensor cores)."""
+  dot = lambda a: jnp.dot(a, b, preferred_element_type=jnp.float32, **kwargs)
+  out = dot(a_terms[0])
+  for a in a_terms[1:]:
+    out = out + dot(a)
+  return out

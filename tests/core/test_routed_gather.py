@@ -6,7 +6,6 @@ bfloat16 x gradient, which one combine kernel computes with the router's term in
 against the float64 VJP written out (one rounding to bf16).
 """
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -32,11 +31,7 @@ def _config(impl, router, capacity_factor, dtype="float32"):
 
 
 def _front(cfg):
-  return binned.RouterFront(
-      route_logits=functools.partial(routing.route_logits, top_k=K, kind=cfg.router,
-                                     implementation=cfg.implementation),
-      dispatch=functools.partial(moe_jax.layer_dispatch, config=cfg),
-      precision=cfg.lax_precision, implementation=cfg.implementation)
+  return moe_jax.forward.router_front(cfg)
 
 
 def _inputs(seed=0):

@@ -2,8 +2,10 @@
 # Variant 53 (repository root, GPU machine; $OUT set; about 4 minutes; ran on
 # 2026-12-05 on the H100, kept and landed: results in nvidia-h100-80gb-hbm3/router-dx/):
 # x's gradient in one kernel, the router's dlogits . W as the combine's matmul term
-# (bench/NOTES.md, variant 53). Applies variant53.patch where it is not in the tree; `probe.py` (the two kernels it
-# replaces against the fused combine at two tiles, standalone); the compiled tests of
+# (bench/NOTES.md, variant 53). The patch is against 5eb33ee (main has refactored the
+# landed code since, so run it on a checkout of 5eb33ee). Applies variant53.patch;
+# `probe.py` (the two kernels it replaces against the fused combine at two tiles,
+# standalone); the compiled tests of
 # the combine, the routed gather and the layer; then the per-kernel A/B of the
 # gpt-oss-20b layer's dropless and binned forward+backward (base: the patch reverted).
 set -o pipefail
