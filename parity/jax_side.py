@@ -77,10 +77,9 @@ def _routing(params, x, forced, forced_idx, config, inject):
     use_idx, use_w = indices, weights
   else:
     logits, indices, weights = _route(params, x, config, inject)  # [T, E], [T, K], [T, K]
-    use_idx, use_w = indices, weights
-    if forced:
-      use_idx = forced_idx
-      use_w = weights_at(logits, forced_idx, config.router, config.normalize_topk)
+    use_idx, use_w = ((forced_idx, weights_at(logits, forced_idx, config.router,
+                                              config.normalize_topk))
+                      if forced else (indices, weights))
     meta = layer_dispatch(use_idx, config)
     rows = binned_gather(x, meta, implementation=config.implementation)  # [E, C, H] or [M, H]
   own = dict(router_logits=logits, expert_indices=indices, expert_weights=weights,
